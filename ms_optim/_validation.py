@@ -1,0 +1,62 @@
+"""Argument checks shared by every ms_optim optimizer, with MindSpore-style messages that name the argument
+and the value. Optimizers run them before building anything, so a bad argument leaves nothing half-made."""
+from ms_optim.kernels import IMPLS
+
+
+def check_type(cls_name, arg_name, value, types, type_names):
+    # bool is an int subclass: refuse it where a number is asked for, unless bool itself is allowed
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        raise TypeError(f"For '{cls_name}', the type of '{arg_name}' must be {type_names}, "
+                        f"but got '{value}' with type '{type(value).__name__}'.")
+    return value
+
+
+def check_bool(cls_name, arg_name, value):
+    return check_type(cls_name, arg_name, value, (bool,), "bool")
+
+
+def check_float(cls_name, arg_name, value):
+    return check_type(cls_name, arg_name, value, (float,), "float")
+
+
+def check_open_unit_interval(cls_name, arg_name, value):
+    """A float in (0.0, 1.0)."""
+    check_float(cls_name, arg_name, value)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"For '{cls_name}', the '{arg_name}' must be in range of (0.0, 1.0), but got {value}.")
+    return value
+
+
+def check_positive_float(cls_name, arg_name, value):
+    check_float(cls_name, arg_name, value)
+    if not value > 0.0:
+        raise ValueError(f"For '{cls_name}', the '{arg_name}' must be greater than 0, but got {value}.")
+    return value
+
+
+def check_impl(cls_name, impl):
+    check_type(cls_name, "impl", impl, (str,), "str")
+    if impl not in IMPLS:
+        raise ValueError(f"For '{cls_name}', the 'impl' must be one of {list(IMPLS)}, but got '{impl}'.")
+    return impl
+
+
+def check_kwargs(cls_name, kwargs, valid_keys):
+    unknown = sorted(set(kwargs) - set(valid_keys))
+    if unknown:
+        raise KeyError(f"For '{cls_name}', invalid keys are passed as kwargs, supported keys are "
+                       f"{sorted(valid_keys)}, but got {unknown}.")
+
+
+def resolve_alias(cls_name, name, value, default, alias, alias_value):
+    """Return the value of an argument that has two spellings (e.g. ``learning_rate`` / ``lr``).
+
+    ``default`` is the very object used as the default of ``name``: the argument counts as given when
+    ``value is not default``. Giving both spellings is a TypeError.
+    """
+    if alias_value is None:
+        return value
+    if value is not default:
+        raise TypeError(f"For '{cls_name}', '{name}' and its alias '{alias}' were both given "
+                        f"({name}={value!r}, {alias}={alias_value!r}); give only one of them.")
+    return alias_value

@@ -1,0 +1,253 @@
+"""Adam and its variants (lazy, offload, amsgrad, nesterov) as one ``nn.Optimizer``."""
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn
+from mindspore import dtype as mstype
+from mindspore.common.initializer import initializer
+from mindspore.ops import composite as C
+from mindspore.ops import functional as F
+
+from ms_optim import _validation as check
+from ms_optim import kernels
+from ms_optim.functional import adam as reference
+
+_adam_opt = C.MultitypeFuncGraph("ms_optim_adam_opt")
+_adam_offload_opt = C.MultitypeFuncGraph("ms_optim_adam_offload_opt")
+
+_LR_DEFAULT = 1e-3  # identity of these defaults tells "not given" from "given" for the lr / betas aliases
+_BETA1_DEFAULT = 0.9
+_BETA2_DEFAULT = 0.999
+
+
+@_adam_opt.register("Tuple", "Bool", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                    "Tensor", "Tensor", "Tensor", "Tensor")
+def _dense_grad(fns, use_lazy, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v):
+    return F.depend(True, fns[0](param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad))
+
+
+@_adam_opt.register("Tuple", "Bool", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                    "RowTensor", "Tensor", "Tensor", "Tensor")
+def _sparse_grad(fns, use_lazy, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v):
+    if use_lazy:  # only the rows the gradient names change
+        return F.depend(True, fns[1](param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps,
+                                     grad.values, grad.indices))
+    dense = reference.densify(grad.values, grad.indices, grad.dense_shape, F.dtype(param))
+    return F.depend(True, fns[0](param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, dense))
+
+
+@_adam_opt.register("Tuple", "Bool", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                    "Tensor", "Tensor", "Tensor", "Tensor", "Tensor")
+def _dense_grad_amsgrad(fns, use_lazy, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v, vhat):
+    return F.depend(True, fns[0](param, m, v, vhat, beta1_power, beta2_power, lr, beta1, beta2, eps, grad))
+
+
+@_adam_opt.register("Tuple", "Bool", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                    "RowTensor", "Tensor", "Tensor", "Tensor", "Tensor")
+def _sparse_grad_amsgrad(fns, use_lazy, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v, vhat):
+    dense = reference.densify(grad.values, grad.indices, grad.dense_shape, F.dtype(param))
+    return F.depend(True, fns[0](param, m, v, vhat, beta1_power, beta2_power, lr, beta1, beta2, eps, dense))
+
+
+@_adam_offload_opt.register("Tuple", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                            "Tensor", "Tensor", "Tensor")
+def _offload(fns, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v):
+    delta = fns[2](m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad)
+    return F.depend(True, F.assign_add(param, delta))
+
+
+def _select_update_fns(impl, use_nesterov, use_amsgrad, use_offload):
+    """(dense, lazy, delta) update functions for the resolved impl: fused kernels or the reference functions,
+    which share one call signature. They travel as one tuple because graph mode cannot take several Python
+    functions as separate arguments of a partial."""
+    if impl == "reference":
+        dense = reference.adam_amsgrad if use_amsgrad else (
+            reference.adam_nesterov if use_nesterov else reference.adam)
+        lazy = reference.lazy_adam_nesterov if use_nesterov else reference.lazy_adam
+        delta = reference.adam_nesterov_delta if use_nesterov else reference.adam_delta
+        return (dense, lazy, delta)
+    nesterov = "Nesterov" if use_nesterov else ""
+    state = ("param", "m", "v", "vhat") if use_amsgrad else ("param", "m", "v")
+    scalars = ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps")
+    dense = kernels.inplace_kernel("adam", "MsOptimAdamAmsgrad" if use_amsgrad else f"MsOptimAdam{nesterov}",
+                                   state, scalars + ("grad",))
+    lazy = kernels.inplace_kernel("adam", f"MsOptimLazyAdam{nesterov}", ("param", "m", "v"),
+                                  scalars + ("values", "indices"))
+    delta = None
+    if use_offload:
+        delta = kernels.output_kernel("adam", f"MsOptimAdam{nesterov}Delta", ("m", "v"), scalars + ("grad",),
+                                      like_input=8)
+        delta.set_device("CPU")  # the offloaded update runs on the host
+    return (dense, lazy) if delta is None else (dense, lazy, delta)
+
+
+class Adam(nn.Optimizer):
+    r"""
+    Adaptive Moment Estimation (Adam), a drop-in for :class:`mindspore.nn.Adam` whose per-element update runs in
+    one fused kernel (parameter and all its state in a single pass over memory) where the device target has one.
+
+    .. math::
+        \begin{array}{l}
+            lr_t = lr \cdot \sqrt{1 - \beta_2^t} / (1 - \beta_1^t) \\
+            m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t \\
+            v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \\
+            \hat{v}_t = \max(\hat{v}_{t-1}, v_t) \quad \text{(use_amsgrad; the denominator then uses } \hat{v}_t) \\
+            w_t = w_{t-1} - lr_t \, \tilde{m}_t / (\sqrt{v_t} + \epsilon), \quad
+            \tilde{m}_t = \beta_1 m_t + (1 - \beta_1) g_t \text{ if use_nesterov else } m_t
+        \end{array}
+
+    with :math:`g_t` the gradient after weight decay (:math:`g + \lambda w`), gradient centralization and
+    division by `loss_scale`, exactly as :class:`mindspore.nn.Adam`.
+
+    Args:
+        params (Union[list[Parameter], list[dict]]): Parameters to update, or groups of them as dicts with the
+            keys "params", "lr", "weight_decay", "grad_centralization" and "order_params", as in
+            :class:`mindspore.nn.Optimizer`.
+        learning_rate (Union[float, int, Tensor, Iterable, LearningRateSchedule]): Default: ``1e-3``.
+        beta1 (float): Decay of the first moment, in (0.0, 1.0). Default: ``0.9``.
+        beta2 (float): Decay of the second moment, in (0.0, 1.0). Default: ``0.999``.
+        eps (float): Added to the denominator, greater than 0. Default: ``1e-8``.
+        use_locking (bool): Accepted for compatibility with :class:`mindspore.nn.Adam`; updates never race
+            here. Default: ``False``.
+        use_nesterov (bool): Use Nesterov accelerated gradient. Default: ``False``.
+        weight_decay (Union[float, int, Cell]): L2 penalty added to the gradient. Without groups it skips
+            parameters whose names contain "beta" or "gamma". Default: ``0.0``.
+        loss_scale (float): Gradients are divided by it. Default: ``1.0``.
+        use_amsgrad (bool): Keep the running maximum of the second moment (state ``vhat.*``). Default: ``False``.
+        lr (Union[float, int, Tensor, Iterable, LearningRateSchedule], optional): Alias of `learning_rate`.
+        betas (tuple[float, float], optional): Alias of (`beta1`, `beta2`).
+        impl (str): ``"auto"`` (fused kernel where the device target has one), ``"fused"`` (error where it has
+            none) or ``"reference"`` (plain MindSpore ops). Default: ``"auto"``.
+        kwargs:
+            - use_lazy (bool): With sparse (RowTensor) gradients, update only the rows they name. Default: ``False``.
+            - use_offload (bool): Run the update on the host CPU and add the result to the parameter.
+              Default: ``False``.
+
+    Inputs:
+        - **gradients** (tuple[Tensor]) - The gradients of `params`, of the same shapes.
+
+    Outputs:
+        Tensor[bool], the value is ``True``.
+
+    Raises:
+        KeyError: If `kwargs` has a key other than 'use_lazy' and 'use_offload'.
+        TypeError: If `learning_rate` is not one of int, float, Tensor, Iterable, LearningRateSchedule.
+        TypeError: If an element of `params` is neither Parameter nor dict.
+        TypeError: If `beta1`, `beta2`, `eps` or `loss_scale` is not a float, or `betas` not a pair of floats.
+        TypeError: If `weight_decay` is neither float nor int.
+        TypeError: If `use_locking`, `use_nesterov`, `use_amsgrad`, `use_lazy` or `use_offload` is not a bool.
+        TypeError: If both `learning_rate` and `lr`, or `beta1`/`beta2` and `betas`, are given.
+        ValueError: If `loss_scale` or `eps` is less than or equal to 0.
+        ValueError: If `beta1` or `beta2` is not in range (0.0, 1.0).
+        ValueError: If `weight_decay` is less than 0.
+        ValueError: If `use_lazy` and `use_offload` are both True.
+        ValueError: If `use_amsgrad` is True while `use_lazy` or `use_offload` is True.
+        ValueError: If `use_amsgrad` is True in distributed training.
+        ValueError: If `impl` is not one of "auto", "fused", "reference", or is "fused" on a device target
+            without a fused kernel.
+
+    Supported Platforms:
+        ``CPU`` (fused kernel) ``GPU`` ``Ascend`` (reference path)
+
+    Examples:
+        >>> import numpy as np
+        >>> import mindspore as ms
+        >>> from mindspore import nn, Tensor
+        >>> import ms_optim
+        >>> ms.set_device("CPU")
+        >>> net = nn.Dense(4, 2)
+        >>> optim = ms_optim.Adam(net.trainable_params(), learning_rate=0.01)
+        >>> loss_net = nn.WithLossCell(net, nn.MSELoss())
+        >>> train_step = nn.TrainOneStepCell(loss_net, optim)
+        >>> x, y = Tensor(np.ones((8, 4), np.float32)), Tensor(np.zeros((8, 2), np.float32))
+        >>> loss = train_step(x, y)
+        >>> print(optim.moment1[0].name)
+        moment1.weight
+    """
+
+    def __init__(self, params, learning_rate=_LR_DEFAULT, beta1=_BETA1_DEFAULT, beta2=_BETA2_DEFAULT, eps=1e-8,
+                 use_locking=False, use_nesterov=False, weight_decay=0.0, loss_scale=1.0, use_amsgrad=False,
+                 *, lr=None, betas=None, impl="auto", **kwargs):
+        name = "Adam"
+        # Every check runs before the base class builds anything.
+        learning_rate = check.resolve_alias(name, "learning_rate", learning_rate, _LR_DEFAULT, "lr", lr)
+        if betas is not None:
+            if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+                raise TypeError(f"For '{name}', 'betas' must be a tuple of two floats, but got {betas!r}.")
+            beta1 = check.resolve_alias(name, "beta1", beta1, _BETA1_DEFAULT, "betas", betas[0])
+            beta2 = check.resolve_alias(name, "beta2", beta2, _BETA2_DEFAULT, "betas", betas[1])
+        check.check_kwargs(name, kwargs, ("use_lazy", "use_offload"))
+        use_lazy = kwargs.get("use_lazy", False)
+        use_offload = kwargs.get("use_offload", False)
+        check.check_open_unit_interval(name, "beta1", beta1)
+        check.check_open_unit_interval(name, "beta2", beta2)
+        check.check_positive_float(name, "eps", eps)
+        for flag, value in (("use_locking", use_locking), ("use_nesterov", use_nesterov),
+                            ("use_amsgrad", use_amsgrad), ("use_lazy", use_lazy), ("use_offload", use_offload)):
+            check.check_bool(name, flag, value)
+        if use_lazy and use_offload:
+            raise ValueError(f"For '{name}', 'use_lazy' and 'use_offload' can not both be True, "
+                             f"but got use_lazy={use_lazy}, use_offload={use_offload}.")
+        if use_amsgrad and (use_lazy or use_offload):
+            raise ValueError(f"For '{name}', 'use_amsgrad' can not be True together with 'use_lazy' or "
+                             f"'use_offload', but got use_amsgrad={use_amsgrad}, use_lazy={use_lazy}, "
+                             f"use_offload={use_offload}.")
+        parallel_mode = ms.get_auto_parallel_context("parallel_mode")
+        if use_amsgrad and parallel_mode != "stand_alone":
+            raise ValueError(f"For '{name}', 'use_amsgrad' is not supported in distributed training, but got "
+                             f"use_amsgrad={use_amsgrad} with parallel_mode='{parallel_mode}'.")
+        check.check_impl(name, impl)
+        resolved_impl = kernels.resolve_impl(impl, "adam", name)
+
+        super().__init__(learning_rate, params, weight_decay, loss_scale)
+        self.impl = resolved_impl
+        self.beta1 = Tensor(beta1, mstype.float32)
+        self.beta2 = Tensor(beta2, mstype.float32)
+        self.eps = Tensor(eps, mstype.float32)
+        self.beta1_power = Parameter(initializer(1, (), mstype.float32), name="beta1_power")
+        self.beta2_power = Parameter(initializer(1, (), mstype.float32), name="beta2_power")
+        self.use_locking = use_locking
+        self.use_nesterov = use_nesterov
+        self.use_amsgrad = use_amsgrad
+        self.use_lazy = use_lazy
+        self.use_offload = use_offload
+        self.moment1 = self._parameters.clone(prefix="moment1", init="zeros")
+        self.moment2 = self._parameters.clone(prefix="moment2", init="zeros")
+        if use_amsgrad:
+            self.vhat = self._parameters.clone(prefix="vhat", init="zeros")
+        self._update_fns = _select_update_fns(resolved_impl, use_nesterov, use_amsgrad, use_offload)
+
+    @ms.jit
+    def construct(self, gradients):
+        params = self._parameters
+        gradients = self.decay_weight(gradients)
+        if not self.use_offload:
+            gradients = self.gradients_centralization(gradients)
+        gradients = self.scale_grad(gradients)
+        gradients = self._grad_sparse_indices_deduplicate(gradients)
+        lr = self.get_lr()
+        self.assignadd(self.global_step, self.global_step_increase_tensor)
+
+        beta1_power = self.beta1_power * self.beta1
+        self.beta1_power = beta1_power
+        beta2_power = self.beta2_power * self.beta2
+        self.beta2_power = beta2_power
+
+        # One map call per combination: MindSpore cannot specialize a partial of a partial.
+        b1, b2, eps = self.beta1, self.beta2, self.eps
+        m1, m2 = self.moment1, self.moment2
+        if self.use_offload:
+            if self.is_group_lr:
+                return self.map_(F.partial(_adam_offload_opt, self._update_fns, beta1_power, beta2_power, b1, b2, eps),
+                                 lr, gradients, params, m1, m2)
+            return self.map_(F.partial(_adam_offload_opt, self._update_fns, beta1_power, beta2_power, b1, b2, eps, lr),
+                             gradients, params, m1, m2)
+        if self.use_amsgrad:
+            if self.is_group_lr:
+                return self.map_(F.partial(_adam_opt, self._update_fns, self.use_lazy, beta1_power, beta2_power, b1, b2, eps),
+                                 lr, gradients, params, m1, m2, self.vhat)
+            return self.map_(F.partial(_adam_opt, self._update_fns, self.use_lazy, beta1_power, beta2_power, b1, b2, eps, lr),
+                             gradients, params, m1, m2, self.vhat)
+        if self.is_group_lr:
+            return self.map_(F.partial(_adam_opt, self._update_fns, self.use_lazy, beta1_power, beta2_power, b1, b2, eps),
+                             lr, gradients, params, m1, m2)
+        return self.map_(F.partial(_adam_opt, self._update_fns, self.use_lazy, beta1_power, beta2_power, b1, b2, eps, lr),
+                         gradients, params, m1, m2)

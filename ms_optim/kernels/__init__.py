@@ -1,0 +1,73 @@
+"""Python side of the fused kernels: locate the libraries, wrap their symbols in ``ops.Custom``, pick fused or
+reference per device target."""
+import functools
+
+import mindspore as ms
+from mindspore import ops
+from mindspore.ops import signature as sig
+
+from ms_optim.kernels._build import KernelBuildError, locate_library
+
+IMPLS = ("auto", "fused", "reference")
+
+# Device targets with a fused kernel, per algorithm family. GPU (CUDA) and Ascend (Ascend C) kernels are
+# not written yet: there the optimizers run the reference path, and impl="fused" is refused.
+_FUSED_TARGETS = {"adam": ("CPU",)}
+
+
+def device_target():
+    return ms.get_context("device_target")
+
+
+def resolve_impl(impl, family, cls_name):
+    """'fused' or 'reference' for ``impl`` on the current device target; raises where 'fused' cannot be had."""
+    target = device_target()
+    has_kernel = target in _FUSED_TARGETS.get(family, ())
+    if impl == "reference" or (impl == "auto" and not has_kernel):
+        return "reference"
+    if not has_kernel:
+        raise ValueError(f"For '{cls_name}', impl='fused' needs a fused {family} kernel for device target "
+                         f"'{target}', but ms_optim has one only for {list(_FUSED_TARGETS.get(family, ()))}; "
+                         f"use impl='auto' or impl='reference'.")
+    try:
+        locate_library(family)
+    except KernelBuildError as err:
+        if impl == "fused":
+            raise RuntimeError(f"For '{cls_name}', impl='fused' but the {family} kernel library is "
+                               f"unavailable: {err}") from err
+        return "reference"
+    return "fused"
+
+
+@functools.lru_cache(maxsize=None)
+def _custom_class(written, read):
+    """An ``ops.Custom`` subclass whose first inputs (``written``) are declared as written in place.
+
+    The RW_WRITE signature plus ``side_effect_mem`` makes MindSpore order the kernel after every earlier read
+    of those Parameters and before every later one (auto-monad); without it, graph mode may run the kernel
+    while the backward pass still reads the old values (tests/test_kernels.py shows that hazard).
+    """
+    signature = tuple(sig.make_sig(name, sig.sig_rw.RW_WRITE) for name in written)
+    signature += tuple(sig.make_sig(name) for name in read)
+    return type("MsOptimInplaceCustom", (ops.Custom,), {"__mindspore_signature__": signature})
+
+
+def inplace_kernel(family, symbol, written, read):
+    """A primitive running ``symbol`` of ``family``'s library, writing the ``written`` inputs in place.
+
+    It returns a float32 flag of shape (1,); the update itself is the side effect.
+    """
+    cls = _custom_class(tuple(written), tuple(read))
+    op = cls(f"{locate_library(family)}:{symbol}", out_shape=(1,), out_dtype=ms.float32, func_type="aot")
+    op.add_prim_attr("side_effect_mem", True)
+    return op
+
+
+def output_kernel(family, symbol, written, read, like_input):
+    """A primitive running ``symbol`` that writes ``written`` in place and returns one tensor shaped and typed
+    like input number ``like_input``."""
+    cls = _custom_class(tuple(written), tuple(read))
+    op = cls(f"{locate_library(family)}:{symbol}", out_shape=lambda *shapes: shapes[like_input],
+             out_dtype=lambda *dtypes: dtypes[like_input], func_type="aot")
+    op.add_prim_attr("side_effect_mem", True)
+    return op

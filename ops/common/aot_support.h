@@ -1,0 +1,167 @@
+// Shared support for ms_optim AOT kernels (mindspore.ops.Custom, func_type="aot").
+//
+// Every kernel has the MindSpore AOT signature
+//   extern "C" int Fn(int nparam, void **params, int *ndims, int64_t **shapes,
+//                     const char **dtypes, void *stream, void *extra);
+// where params holds the inputs followed by the outputs. Kernels validate what they receive and return a
+// non-zero error code instead of touching memory they were not given.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+namespace ms_optim {
+
+// Error codes returned to MindSpore (anything non-zero makes it raise).
+enum Status : int {
+  kOk = 0,
+  kBadArgCount = 1,
+  kBadDtype = 2,
+  kBadShape = 3,
+  kBadScalar = 4,
+  kBadIndex = 5,
+};
+
+enum class DType { kF32, kF16, kBF16, kI32, kI64, kOther };
+
+inline DType ParseDType(const char *name) {
+  if (std::strcmp(name, "float32") == 0 || std::strcmp(name, "float") == 0) return DType::kF32;
+  if (std::strcmp(name, "float16") == 0) return DType::kF16;
+  if (std::strcmp(name, "bfloat16") == 0) return DType::kBF16;
+  if (std::strcmp(name, "int32") == 0 || std::strcmp(name, "int") == 0) return DType::kI32;
+  if (std::strcmp(name, "int64") == 0) return DType::kI64;
+  return DType::kOther;
+}
+
+inline int64_t NumElements(int ndim, const int64_t *shape) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; ++i) n *= shape[i];
+  return n;
+}
+
+inline bool SameShape(int ndim_a, const int64_t *a, int ndim_b, const int64_t *b) {
+  if (ndim_a != ndim_b) return false;
+  for (int i = 0; i < ndim_a; ++i) {
+    if (a[i] != b[i]) return false;
+  }
+  return true;
+}
+
+// A view of the AOT argument arrays with bounds-checked accessors.
+struct AotArgs {
+  int nparam;
+  void **params;
+  int *ndims;
+  int64_t **shapes;
+  const char **dtypes;
+
+  int64_t numel(int i) const { return NumElements(ndims[i], shapes[i]); }
+  DType dtype(int i) const { return ParseDType(dtypes[i]); }
+  bool same_shape(int i, int j) const { return SameShape(ndims[i], shapes[i], ndims[j], shapes[j]); }
+  // A float32 tensor holding exactly one element (0-d or shape (1,)).
+  bool is_f32_scalar(int i) const { return dtype(i) == DType::kF32 && numel(i) == 1; }
+  float scalar(int i) const { return *static_cast<const float *>(params[i]); }
+};
+
+// ---- storage types: every kernel loads to float32, computes in float32, stores back rounded to nearest even.
+struct f16_t { uint16_t bits; };
+struct bf16_t { uint16_t bits; };
+
+inline float Load(const float *p, int64_t i) { return p[i]; }
+inline void Store(float *p, int64_t i, float x) { p[i] = x; }
+
+inline float Load(const f16_t *p, int64_t i) {
+  _Float16 h;
+  std::memcpy(&h, &p[i], sizeof(h));
+  return static_cast<float>(h);
+}
+inline void Store(f16_t *p, int64_t i, float x) {
+  _Float16 h = static_cast<_Float16>(x);  // IEEE round-to-nearest-even, as MindSpore's Cast does
+  std::memcpy(&p[i], &h, sizeof(h));
+}
+
+inline float Load(const bf16_t *p, int64_t i) {
+  uint32_t u = static_cast<uint32_t>(p[i].bits) << 16;
+  float x;
+  std::memcpy(&x, &u, sizeof(x));
+  return x;
+}
+inline void Store(bf16_t *p, int64_t i, float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  if ((u & 0x7fffffffu) > 0x7f800000u) {  // NaN stays a quiet NaN
+    p[i].bits = static_cast<uint16_t>((u >> 16) | 0x40u);
+    return;
+  }
+  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+  p[i].bits = static_cast<uint16_t>(u >> 16);
+}
+
+// ---- threading: split [0, n) into contiguous chunks, one per thread. Element-wise kernels write disjoint
+// ranges, so the result does not depend on the thread count; kernels with reductions use FixedBlocks below.
+inline int NumThreads() {
+  static const int threads = [] {
+    const char *env = std::getenv("MS_OPTIM_NUM_THREADS");
+    int t = env ? std::atoi(env) : 0;
+    if (t <= 0) t = static_cast<int>(std::thread::hardware_concurrency());
+    return std::max(1, t);
+  }();
+  return threads;
+}
+
+// Below this many elements a tensor is updated by the calling thread: thread start-up would cost more.
+constexpr int64_t kMinElementsPerThread = 1 << 15;
+constexpr int64_t kChunkAlign = 64;  // keep chunk starts cache-line and SIMD aligned
+
+template <typename Fn>
+void ParallelFor(int64_t n, Fn &&fn) {
+  int threads = static_cast<int>(std::min<int64_t>(NumThreads(), std::max<int64_t>(1, n / kMinElementsPerThread)));
+  if (threads <= 1) {
+    fn(int64_t{0}, n);
+    return;
+  }
+  int64_t chunk = (n + threads - 1) / threads;
+  chunk = (chunk + kChunkAlign - 1) / kChunkAlign * kChunkAlign;
+  std::vector<std::thread> pool;
+  pool.reserve(threads - 1);
+  for (int t = 1; t < threads; ++t) {
+    int64_t begin = std::min(n, t * chunk), end = std::min(n, (t + 1) * chunk);
+    if (begin < end) pool.emplace_back([&fn, begin, end] { fn(begin, end); });
+  }
+  fn(int64_t{0}, std::min(n, chunk));
+  for (auto &th : pool) th.join();
+}
+
+// Calls fn(typed pointer...) with the pointer cast to the storage type named by `dtype`;
+// returns kBadDtype for anything but float32/float16/bfloat16.
+template <typename Fn>
+int DispatchFloat(DType dtype, Fn &&fn) {
+  switch (dtype) {
+    case DType::kF32: return fn(float{});
+    case DType::kF16: return fn(f16_t{});
+    case DType::kBF16: return fn(bf16_t{});
+    default: return kBadDtype;
+  }
+}
+
+}  // namespace ms_optim
+
+// Compile the hot loops once per instruction set and pick the best at load time (GCC function multiversioning).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MS_OPTIM_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MS_OPTIM_SIMD_CLONES
+#endif
+
+// Exports `SYMBOL` with the AOT signature, forwarding to ms_optim::<the rest> (a function or template instance).
+#define MS_OPTIM_EXPORT_KERNEL(SYMBOL, ...)                                                                    \
+  extern "C" __attribute__((visibility("default"))) int SYMBOL(int nparam, void **params, int *ndims,           \
+                                                              int64_t **shapes, const char **dtypes, void *,  \
+                                                              void *) {                                       \
+    return ms_optim::__VA_ARGS__(nparam, params, ndims, shapes, dtypes);                                      \
+  }

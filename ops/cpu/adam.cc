@@ -1,0 +1,214 @@
+// Fused Adam kernels for the CPU (mindspore.ops.Custom, func_type="aot").
+//
+// One pass over memory updates the parameter and its state in place:
+//   lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t)
+//   m    = m + (g - m) * (1 - beta1)             (= beta1 m + (1 - beta1) g)
+//   v    = v + (g * g - v) * (1 - beta2)
+//   vhat = max(vhat, v)                          (amsgrad only; the denominator then uses vhat)
+//   p    = p - lr_t * m_used / (sqrt(v) + eps),  m_used = beta1 m + (1 - beta1) g with nesterov, else m
+// The operation order is the one MindSpore's CPU Adam kernels use and the reference path in
+// ms_optim/functional/adam.py spells out; it is compiled with -ffp-contract=off so no FMA changes rounding.
+// Math is float32 whatever the storage type (float32 / float16 / bfloat16) of parameter and state.
+#include "aot_support.h"
+
+namespace ms_optim {
+namespace {
+
+struct AdamScalars {
+  float lr_t, beta1, beta2, one_minus_beta1, one_minus_beta2, eps;
+};
+
+// Inputs b1p, b2p, lr, beta1, beta2, eps start at `first`; all must be float32 scalars.
+int ReadAdamScalars(const AotArgs &a, int first, AdamScalars *s) {
+  for (int i = first; i < first + 6; ++i) {
+    if (!a.is_f32_scalar(i)) return kBadScalar;
+  }
+  const float beta1_power = a.scalar(first), beta2_power = a.scalar(first + 1), lr = a.scalar(first + 2);
+  s->beta1 = a.scalar(first + 3);
+  s->beta2 = a.scalar(first + 4);
+  s->eps = a.scalar(first + 5);
+  s->one_minus_beta1 = 1.0f - s->beta1;
+  s->one_minus_beta2 = 1.0f - s->beta2;
+  s->lr_t = lr * std::sqrt(1.0f - beta2_power) / (1.0f - beta1_power);
+  return kOk;
+}
+
+// The per-element update; `delta` (offload) receives -lr_t * m_used / denom instead of p being written.
+template <bool kNesterov, bool kAmsgrad, bool kDelta, typename P, typename S, typename G>
+inline void AdamRange(int64_t begin, int64_t end, P *param, S *m, S *v, S *vhat, const G *grad, P *delta,
+                      const AdamScalars &s) {
+  for (int64_t i = begin; i < end; ++i) {
+    const float g = Load(grad, i);
+    float mi = Load(m, i), vi = Load(v, i);
+    mi = mi + (g - mi) * s.one_minus_beta1;
+    vi = vi + (g * g - vi) * s.one_minus_beta2;
+    Store(m, i, mi);
+    Store(v, i, vi);
+    float denom_v = vi;
+    if constexpr (kAmsgrad) {
+      denom_v = std::max(Load(vhat, i), vi);
+      Store(vhat, i, denom_v);
+    }
+    const float m_used = kNesterov ? mi * s.beta1 + s.one_minus_beta1 * g : mi;
+    const float step = s.lr_t * m_used / (std::sqrt(denom_v) + s.eps);
+    if constexpr (kDelta) {
+      Store(delta, i, -step);
+    } else {
+      Store(param, i, Load(param, i) - step);
+    }
+  }
+}
+
+// float32 is the hot case: give it SIMD clones (AVX-512 / AVX2 / baseline), chosen at load time.
+#define MS_OPTIM_ADAM_F32(NAME, NESTEROV, AMSGRAD, DELTA)                                                   \
+  MS_OPTIM_SIMD_CLONES void NAME(int64_t b, int64_t e, float *p, float *m, float *v, float *vh, const float *g, \
+                                 float *d, const AdamScalars &s) {                                            \
+    AdamRange<NESTEROV, AMSGRAD, DELTA>(b, e, p, m, v, vh, g, d, s);                                           \
+  }
+MS_OPTIM_ADAM_F32(AdamF32, false, false, false)
+MS_OPTIM_ADAM_F32(AdamNesterovF32, true, false, false)
+MS_OPTIM_ADAM_F32(AdamAmsgradF32, false, true, false)
+MS_OPTIM_ADAM_F32(AdamDeltaF32, false, false, true)
+MS_OPTIM_ADAM_F32(AdamNesterovDeltaF32, true, false, true)
+#undef MS_OPTIM_ADAM_F32
+
+template <bool kNesterov, bool kAmsgrad, bool kDelta>
+void AdamF32Range(int64_t b, int64_t e, float *p, float *m, float *v, float *vh, const float *g, float *d,
+                  const AdamScalars &s) {
+  if constexpr (kAmsgrad) {
+    AdamAmsgradF32(b, e, p, m, v, vh, g, d, s);
+  } else if constexpr (kDelta) {
+    kNesterov ? AdamNesterovDeltaF32(b, e, p, m, v, vh, g, d, s) : AdamDeltaF32(b, e, p, m, v, vh, g, d, s);
+  } else {
+    kNesterov ? AdamNesterovF32(b, e, p, m, v, vh, g, d, s) : AdamF32(b, e, p, m, v, vh, g, d, s);
+  }
+}
+
+// Layouts of the kernel arguments (inputs, then the single output):
+//   in place: param, m, v, [vhat], beta1_power, beta2_power, lr, beta1, beta2, eps, grad -> flag (float32, 1)
+//   delta   : m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad -> delta (shape and dtype of grad)
+template <bool kNesterov, bool kAmsgrad, bool kDelta>
+int AdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  const AotArgs a{nparam, params, ndims, shapes, dtypes};
+  const int param_i = kDelta ? -1 : 0;
+  const int m_i = kDelta ? 0 : 1, v_i = m_i + 1, vhat_i = kAmsgrad ? v_i + 1 : -1;
+  const int scalars_i = (kAmsgrad ? vhat_i : v_i) + 1, grad_i = scalars_i + 6, out_i = grad_i + 1;
+  if (nparam != out_i + 1) return kBadArgCount;
+
+  // State tensors share the shape of the gradient; parameter and gradient share shape and dtype.
+  for (int i : {param_i, m_i, v_i, vhat_i}) {
+    if (i >= 0 && !a.same_shape(i, grad_i)) return kBadShape;
+  }
+  const DType grad_t = a.dtype(grad_i), state_t = a.dtype(m_i);
+  if (a.dtype(v_i) != state_t || (kAmsgrad && a.dtype(vhat_i) != state_t)) return kBadDtype;
+  if (kDelta) {
+    if (!a.same_shape(out_i, grad_i) || a.dtype(out_i) != grad_t) return kBadShape;
+  } else if (a.dtype(param_i) != grad_t) {
+    return kBadDtype;
+  }
+  AdamScalars s;
+  if (int st = ReadAdamScalars(a, scalars_i, &s); st != kOk) return st;
+
+  const int64_t n = a.numel(grad_i);
+  void *param = kDelta ? nullptr : params[param_i];
+  void *vhat = kAmsgrad ? params[vhat_i] : nullptr;
+  void *delta = kDelta ? params[out_i] : nullptr;
+  if (!kDelta) *static_cast<float *>(params[out_i]) = 1.0f;  // flag output; the work is the side effect
+  return DispatchFloat(grad_t, [&](auto grad_tag) {
+    using P = decltype(grad_tag);
+    return DispatchFloat(state_t, [&](auto state_tag) {
+      using S = decltype(state_tag);
+      ParallelFor(n, [&](int64_t b, int64_t e) {
+        if constexpr (std::is_same_v<P, float> && std::is_same_v<S, float>) {
+          AdamF32Range<kNesterov, kAmsgrad, kDelta>(
+              b, e, static_cast<float *>(param), static_cast<float *>(params[m_i]), static_cast<float *>(params[v_i]),
+              static_cast<float *>(vhat), static_cast<const float *>(params[grad_i]), static_cast<float *>(delta), s);
+        } else {
+          AdamRange<kNesterov, kAmsgrad, kDelta>(b, e, static_cast<P *>(param), static_cast<S *>(params[m_i]),
+                                                 static_cast<S *>(params[v_i]), static_cast<S *>(vhat),
+                                                 static_cast<const P *>(params[grad_i]), static_cast<P *>(delta), s);
+        }
+      });
+      return static_cast<int>(kOk);
+    });
+  });
+}
+
+// Lazy Adam for a sparse gradient (values, indices): only the rows named by indices change, in param, m and v.
+//   param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, values, indices -> flag
+// Duplicate indices are summed first (in the order they appear), as nn.Adam's lazy CPU kernel does.
+template <bool kNesterov>
+int LazyAdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  const AotArgs a{nparam, params, ndims, shapes, dtypes};
+  constexpr int kParam = 0, kM = 1, kV = 2, kScalars = 3, kValues = 9, kIndices = 10, kOut = 11;
+  if (nparam != kOut + 1) return kBadArgCount;
+  if (!a.same_shape(kParam, kM) || !a.same_shape(kParam, kV) || ndims[kParam] < 1) return kBadShape;
+  if (ndims[kIndices] != 1 || ndims[kValues] != ndims[kParam] || shapes[kValues][0] != shapes[kIndices][0])
+    return kBadShape;
+  for (int d = 1; d < ndims[kParam]; ++d) {
+    if (shapes[kValues][d] != shapes[kParam][d]) return kBadShape;
+  }
+  const DType param_t = a.dtype(kParam), state_t = a.dtype(kM), index_t = a.dtype(kIndices);
+  if (a.dtype(kValues) != param_t || a.dtype(kV) != state_t) return kBadDtype;
+  if (index_t != DType::kI32 && index_t != DType::kI64) return kBadDtype;
+  AdamScalars s;
+  if (int st = ReadAdamScalars(a, kScalars, &s); st != kOk) return st;
+  *static_cast<float *>(params[kOut]) = 1.0f;
+
+  const int64_t rows = shapes[kParam][0], nnz = shapes[kIndices][0];
+  const int64_t row_size = rows > 0 ? a.numel(kParam) / rows : 0;
+  // (row, position) pairs sorted by row; a stable sort keeps duplicates in the order they appear.
+  std::vector<std::pair<int64_t, int64_t>> order(nnz);
+  for (int64_t k = 0; k < nnz; ++k) {
+    int64_t row = index_t == DType::kI32 ? static_cast<const int32_t *>(params[kIndices])[k]
+                                         : static_cast<const int64_t *>(params[kIndices])[k];
+    if (row < 0 || row >= rows) return kBadIndex;
+    order[k] = {row, k};
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [](const auto &x, const auto &y) { return x.first < y.first; });
+  std::vector<int64_t> run_starts;  // start of each run of equal rows in `order`
+  for (int64_t k = 0; k < nnz; ++k) {
+    if (k == 0 || order[k].first != order[k - 1].first) run_starts.push_back(k);
+  }
+  run_starts.push_back(nnz);
+  const int64_t unique_rows = static_cast<int64_t>(run_starts.size()) - 1;
+
+  return DispatchFloat(param_t, [&](auto param_tag) {
+    using P = decltype(param_tag);
+    return DispatchFloat(state_t, [&](auto state_tag) {
+      using S = decltype(state_tag);
+      P *param = static_cast<P *>(params[kParam]);
+      S *m = static_cast<S *>(params[kM]), *v = static_cast<S *>(params[kV]);
+      const P *values = static_cast<const P *>(params[kValues]);
+      ParallelFor(unique_rows * row_size, [&](int64_t b, int64_t e) {
+        std::vector<float> grad_row(row_size);
+        for (int64_t u = b / row_size; u * row_size < e; ++u) {
+          const int64_t row = order[run_starts[u]].first;
+          const int64_t col_begin = std::max(b - u * row_size, int64_t{0});
+          const int64_t col_end = std::min(e - u * row_size, row_size);
+          for (int64_t c = col_begin; c < col_end; ++c) {
+            float g = 0.0f;
+            for (int64_t k = run_starts[u]; k < run_starts[u + 1]; ++k) g += Load(values, order[k].second * row_size + c);
+            grad_row[c] = g;
+          }
+          const int64_t off = row * row_size;
+          AdamRange<kNesterov, false, false>(col_begin, col_end, param + off, m + off, v + off,
+                                             static_cast<S *>(nullptr), grad_row.data(), static_cast<P *>(nullptr), s);
+        }
+      });
+      return static_cast<int>(kOk);
+    });
+  });
+}
+
+}  // namespace
+}  // namespace ms_optim
+
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdam, AdamKernel<false, false, false>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdamNesterov, AdamKernel<true, false, false>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdamAmsgrad, AdamKernel<false, true, false>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdamDelta, AdamKernel<false, false, true>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdamNesterovDelta, AdamKernel<true, false, true>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimLazyAdam, LazyAdamKernel<false>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimLazyAdamNesterov, LazyAdamKernel<true>)
