@@ -54,7 +54,7 @@ def _offload(fns, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, 
     return F.depend(True, F.assign_add(param, delta))
 
 
-def _select_update_fns(impl, use_nesterov, use_amsgrad, use_offload):
+def _select_update_fns(impl, use_nesterov, use_amsgrad, offload_delta):
     """(dense, lazy, delta) update functions for the resolved impl: fused kernels or the reference functions,
     which share one call signature. They travel as one tuple because graph mode cannot take several Python
     functions as separate arguments of a partial."""
@@ -72,7 +72,7 @@ def _select_update_fns(impl, use_nesterov, use_amsgrad, use_offload):
     lazy = kernels.inplace_kernel("adam", f"MsOptimLazyAdam{nesterov}", ("param", "m", "v"),
                                   scalars + ("values", "indices"))
     delta = None
-    if use_offload:
+    if offload_delta:
         delta = kernels.output_kernel("adam", f"MsOptimAdam{nesterov}Delta", ("m", "v"), scalars + ("grad",),
                                       like_input=8)
         delta.set_device("CPU")  # the offloaded update runs on the host
@@ -195,7 +195,8 @@ class Adam(nn.Optimizer):
             raise ValueError(f"For '{name}', 'use_amsgrad' is not supported in distributed training, but got "
                              f"use_amsgrad={use_amsgrad} with parallel_mode='{parallel_mode}'.")
         check.check_impl(name, impl)
-        resolved_impl = kernels.resolve_impl(impl, "adam", name)
+        # Offloaded updates run on the host, so the CPU kernel serves them whatever the device target.
+        resolved_impl = kernels.resolve_impl(impl, "adam", name, target="CPU" if use_offload else None)
 
         super().__init__(learning_rate, params, weight_decay, loss_scale)
         self.impl = resolved_impl
@@ -213,7 +214,10 @@ class Adam(nn.Optimizer):
         self.moment2 = self._parameters.clone(prefix="moment2", init="zeros")
         if use_amsgrad:
             self.vhat = self._parameters.clone(prefix="vhat", init="zeros")
-        self._update_fns = _select_update_fns(resolved_impl, use_nesterov, use_amsgrad, use_offload)
+        # With the parameters on the host already (CPU target) an offloaded update is the plain update, in place;
+        # elsewhere it returns the increment, which is added to the device parameter (as nn.Adam does).
+        self._offload_delta = use_offload and kernels.device_target() != "CPU"
+        self._update_fns = _select_update_fns(resolved_impl, use_nesterov, use_amsgrad, self._offload_delta)
 
     @ms.jit
     def construct(self, gradients):
@@ -234,7 +238,7 @@ class Adam(nn.Optimizer):
         # One map call per combination: MindSpore cannot specialize a partial of a partial.
         b1, b2, eps = self.beta1, self.beta2, self.eps
         m1, m2 = self.moment1, self.moment2
-        if self.use_offload:
+        if self._offload_delta:
             if self.is_group_lr:
                 return self.map_(F.partial(_adam_offload_opt, self._update_fns, beta1_power, beta2_power, b1, b2, eps),
                                  lr, gradients, params, m1, m2)

@@ -19,9 +19,10 @@ def device_target():
     return ms.get_context("device_target")
 
 
-def resolve_impl(impl, family, cls_name):
-    """'fused' or 'reference' for ``impl`` on the current device target; raises where 'fused' cannot be had."""
-    target = device_target()
+def resolve_impl(impl, family, cls_name, target=None):
+    """'fused' or 'reference' for ``impl`` on ``target`` (default: the device target); raises where 'fused'
+    cannot be had."""
+    target = target or device_target()
     has_kernel = target in _FUSED_TARGETS.get(family, ())
     if impl == "reference" or (impl == "auto" and not has_kernel):
         return "reference"

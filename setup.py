@@ -1,0 +1,55 @@
+"""Install ms_optim and compile its CPU kernels into the package (g++ only; mindspore is not needed to build)."""
+import importlib.util
+import os
+import shutil
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+from setuptools.command.develop import develop
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _build_module():
+    """ms_optim/kernels/_build.py, loaded by path so that building never imports mindspore."""
+    spec = importlib.util.spec_from_file_location("_ms_optim_build", os.path.join(HERE, "ms_optim", "kernels",
+                                                                                  "_build.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class BuildPyWithKernels(build_py):
+    """Regular build, plus the kernel sources (for rebuilds on first use) and the compiled libraries."""
+
+    def run(self):
+        super().run()
+        package_dir = os.path.join(self.build_lib, "ms_optim")
+        shutil.copytree(os.path.join(HERE, "ops"), os.path.join(package_dir, "_ops"), dirs_exist_ok=True)
+        for path in _build_module().build_all(package_dir):
+            print(f"ms_optim: built {path}")
+
+
+class DevelopWithKernels(develop):
+    """Editable installs (legacy path) compile the libraries into the source tree's ms_optim/_lib."""
+
+    def run(self):
+        super().run()
+        for path in _build_module().build_all(os.path.join(HERE, "ms_optim")):
+            print(f"ms_optim: built {path}")
+
+
+setup(
+    name="ms_optim",
+    version="0.1.0",
+    description="MindSpore-native optimizers with fused CPU kernels",
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["ms_optim", "ms_optim.*"]),
+    python_requires=">=3.9",
+    # mindspore wheels are built against numpy 1.x; with numpy 2 it cannot exchange bfloat16 arrays
+    install_requires=["mindspore>=2.7.2", "numpy<2"],
+    extras_require={"test": ["pytest", "scikit-learn"], "main": ["scikit-learn"]},
+    cmdclass={"build_py": BuildPyWithKernels, "develop": DevelopWithKernels},
+    zip_safe=False,
+)

@@ -1,0 +1,321 @@
+"""Tiers 1 and 2 of DESIGN.md for Adam: the reference path against a numpy oracle of the formula, and the fused
+kernels against the reference path on the parameter and every state tensor, plus the kernel layer itself
+(in-place ordering, thread-count independence, refusing bad shapes, building)."""
+import ctypes
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.sparse_tensor import RowTensorInner
+
+import ms_optim
+from ms_optim import kernels
+from ms_optim.kernels import _build
+
+SHAPES = [(1,), (7,), (4097,), (33, 65), (3, 5, 7)]
+DTYPES = {"float32": ms.float32, "float16": ms.float16, "bfloat16": ms.bfloat16}
+VARIANTS = {
+    "dense": {},
+    "nesterov": {"use_nesterov": True},
+    "amsgrad": {"use_amsgrad": True},
+    "offload": {"use_offload": True},
+    "lazy": {"use_lazy": True},
+}
+STEPS = 7
+
+
+def _grads(rng, shapes, dtype=np.float32):
+    return [rng.standard_normal(s).astype(dtype) for s in shapes]
+
+
+def _tensor(array, dtype):
+    # via a float32 Tensor and a cast: numpy>=2 cannot hand MindSpore bfloat16 arrays
+    return ops.cast(Tensor(np.asarray(array, np.float32)), dtype)
+
+
+def _params(shapes, dtype=ms.float32):
+    return [Parameter(_tensor(np.linspace(-1.0, 1.0, int(np.prod(s))).reshape(s), dtype), name=f"w{i}")
+            for i, s in enumerate(shapes)]
+
+
+def _state(opt):
+    """Every tensor the optimizer updates: parameters, moments, vhat, beta powers, step, as float32 arrays."""
+    tensors = list(opt.parameters) + list(opt.moment1) + list(opt.moment2)
+    tensors += list(opt.vhat) if opt.use_amsgrad else []
+    tensors += [opt.beta1_power, opt.beta2_power, opt.global_step]
+    return {p.name: ops.cast(p, ms.float32).asnumpy() if p.dtype != ms.int32 else p.asnumpy() for p in tensors}
+
+
+def _run(impl, dtype, variant, steps=STEPS, shapes=SHAPES, lr=0.01):
+    params = _params(shapes, dtype)
+    opt = ms_optim.Adam(params, learning_rate=lr, impl=impl, **VARIANTS[variant])
+    assert opt.impl == impl
+    rng = np.random.default_rng(1)
+    for _ in range(steps):
+        opt(tuple(_tensor(g, dtype) for g in _grads(rng, shapes)))
+    return _state(opt)
+
+
+# ---- tier 1: reference path vs a numpy oracle of the documented formula (float64 oracle)
+
+def _oracle(variant, steps, shapes, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8):
+    # the optimizer holds its hyper-parameters as float32 (1 - float32(0.999) is 1.3e-5 off 0.001)
+    lr, beta1, beta2, eps = (float(np.float32(x)) for x in (lr, beta1, beta2, eps))
+    rng = np.random.default_rng(1)
+    params = [np.linspace(-1.0, 1.0, int(np.prod(s))).reshape(s) for s in shapes]
+    m = [np.zeros(s) for s in shapes]
+    v = [np.zeros(s) for s in shapes]
+    vmax = [np.zeros(s) for s in shapes]
+    for t in range(1, steps + 1):
+        for i, g in enumerate(_grads(rng, shapes)):
+            g = g.astype(np.float64)
+            m[i] = beta1 * m[i] + (1 - beta1) * g
+            v[i] = beta2 * v[i] + (1 - beta2) * g * g
+            vmax[i] = np.maximum(vmax[i], v[i])
+            denom = np.sqrt(vmax[i] if variant == "amsgrad" else v[i]) + eps
+            m_used = beta1 * m[i] + (1 - beta1) * g if variant == "nesterov" else m[i]
+            params[i] = params[i] - lr * np.sqrt(1 - beta2 ** t) / (1 - beta1 ** t) * m_used / denom
+    return params, m, v
+
+
+@pytest.mark.parametrize("variant", ["dense", "nesterov", "amsgrad"])
+def test_reference_matches_numpy_oracle(mode, variant):
+    state = _run("reference", ms.float32, variant, steps=5, shapes=[(33, 65), (7,)])
+    params, m, v = _oracle(variant, 5, [(33, 65), (7,)])
+    for i in range(2):
+        np.testing.assert_allclose(state[f"w{i}"], params[i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(state[f"moment1.w{i}"], m[i], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(state[f"moment2.w{i}"], v[i], rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(state["beta1_power"], 0.9 ** 5, rtol=1e-6)
+    assert state["global_step"][0] == 5
+
+
+# ---- tier 2: fused vs reference, parameter and every state tensor, 7 steps, odd shapes, three dtypes
+
+def _round_bf16(x):
+    """float32 -> bfloat16 (round to nearest even) -> float32, as MindSpore's Cast does."""
+    bits = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16).astype(np.uint32)
+    return bits.view(np.float32)
+
+
+def _numpy_reference_bf16(variant, steps=STEPS, shapes=SHAPES, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8):
+    """ms_optim/functional/adam.py step for step in float32 numpy with bfloat16 storage. MindSpore's CPU backend
+    has no bfloat16 Assign, so the reference path itself cannot run there; this is the same arithmetic."""
+    f = np.float32
+    lr, beta1, beta2, eps = f(lr), f(beta1), f(beta2), f(eps)
+    params = [_round_bf16(np.linspace(-1.0, 1.0, int(np.prod(s))).reshape(s)) for s in shapes]
+    m = [np.zeros(s, f) for s in shapes]
+    v = [np.zeros(s, f) for s in shapes]
+    vhat = [np.zeros(s, f) for s in shapes]
+    b1p, b2p = f(1), f(1)
+    rng = np.random.default_rng(1)
+    for _ in range(steps):
+        b1p, b2p = f(b1p * beta1), f(b2p * beta2)
+        lr_t = f(f(lr * np.sqrt(f(1) - b2p)) / f(f(1) - b1p))
+        for i, g in enumerate(_grads(rng, shapes)):
+            g = _round_bf16(g)
+            mi = m[i] + (g - m[i]) * (f(1) - beta1)
+            vi = v[i] + (g * g - v[i]) * (f(1) - beta2)
+            denom_v = vi
+            if variant == "amsgrad":
+                denom_v = np.maximum(vhat[i], vi)
+                vhat[i] = _round_bf16(denom_v)
+            m_used = mi * beta1 + (f(1) - beta1) * g if variant == "nesterov" else mi
+            params[i] = _round_bf16(params[i] - lr_t * m_used / (np.sqrt(denom_v) + eps))
+            m[i], v[i] = _round_bf16(mi), _round_bf16(vi)
+    state = {f"w{i}": p for i, p in enumerate(params)}
+    state.update({f"moment1.w{i}": x for i, x in enumerate(m)})
+    state.update({f"moment2.w{i}": x for i, x in enumerate(v)})
+    if variant == "amsgrad":
+        state.update({f"vhat.w{i}": x for i, x in enumerate(vhat)})
+    return state
+
+
+@pytest.mark.parametrize("dtype", sorted(DTYPES))
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_fused_matches_reference(mode, variant, dtype):
+    fused = _run("fused", DTYPES[dtype], variant)
+    if dtype == "bfloat16":
+        reference = _numpy_reference_bf16(variant)
+        fused = {name: fused[name] for name in reference}
+    else:
+        reference = _run("reference", DTYPES[dtype], variant)
+    assert fused.keys() == reference.keys()
+    for name in reference:
+        # same operation order and no FMA contraction on both sides: identical bits, not just close values
+        np.testing.assert_array_equal(fused[name], reference[name], err_msg=f"{variant}/{dtype}: {name}")
+    assert not np.array_equal(fused["w3"], _round_bf16(np.linspace(-1, 1, 33 * 65).reshape(33, 65))), \
+        "the parameters did not move"
+
+
+def _row_grad(rows, indices, width, seed):
+    values = np.random.default_rng(seed).standard_normal((len(indices), width)).astype(np.float32)
+    return RowTensorInner(Tensor(np.array(indices, np.int32)), Tensor(values), (rows, width))
+
+
+@pytest.mark.parametrize("use_lazy", [True, False])
+def test_sparse_gradients(use_lazy):
+    """RowTensor gradients (duplicate indices included): fused == reference, and lazy Adam leaves the rows the
+    gradient does not name untouched in parameter, m and v."""
+    ms.set_context(mode=ms.GRAPH_MODE)
+    results = {}
+    for impl in ("fused", "reference"):
+        param = Parameter(Tensor(np.linspace(-1, 1, 40, dtype=np.float32).reshape(10, 4)), name="emb")
+        opt = ms_optim.Adam([param], learning_rate=0.1, use_lazy=use_lazy, impl=impl)
+        for step in range(STEPS):
+            opt((_row_grad(10, [1, 3, 3, 8], 4, step),))
+        results[impl] = _state(opt)
+    for name in results["reference"]:
+        np.testing.assert_allclose(results["fused"][name], results["reference"][name], rtol=1e-6, atol=1e-7,
+                                   err_msg=name)
+    untouched = [0, 2, 4, 5, 6, 7, 9]
+    initial = np.linspace(-1, 1, 40, dtype=np.float32).reshape(10, 4)
+    moved = not np.array_equal(results["fused"]["emb"][untouched], initial[untouched])
+    assert moved != use_lazy
+    if use_lazy:
+        assert not results["fused"]["moment1.emb"][untouched].any()
+    assert not np.array_equal(results["fused"]["emb"][[1, 3, 8]], initial[[1, 3, 8]])
+
+
+# ---- in-place writes are ordered after every read of the old values
+
+class _TwoLayer(nn.Cell):
+    """loss = sum(x @ w1 @ w2): the gradient of w1 reads w2, so updating w2 early would corrupt it."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1 = Parameter(Tensor(np.full((4, 4), 0.5, np.float32)), name="w1")
+        self.w2 = Parameter(Tensor(np.full((4, 4), 0.25, np.float32)), name="w2")
+
+    def construct(self, x):
+        return ops.matmul(ops.matmul(x, self.w1), self.w2).sum()
+
+
+def test_inplace_updates_are_ordered_with_checkpoints(mode, tmp_path):
+    """Many TrainOneStepCell steps with a checkpoint between steps: the fused (in-place) run follows the reference
+    run bit for bit, and each checkpoint holds the values of its step."""
+    x = Tensor(np.arange(8, dtype=np.float32).reshape(2, 4) / 8)
+    trajectories = {}
+    for impl in ("fused", "reference"):
+        net = _TwoLayer()
+        step = nn.TrainOneStepCell(net, ms_optim.Adam(net.trainable_params(), learning_rate=0.05, impl=impl))
+        trajectory = []
+        for i in range(12):
+            step(x)
+            path = str(tmp_path / f"{impl}-{i}.ckpt")
+            ms.save_checkpoint(step, path)
+            saved = ms.load_checkpoint(path)
+            for name in ("w1", "w2", "moment1.w2", "moment2.w1"):
+                np.testing.assert_array_equal(saved[name].asnumpy(), step.parameters_dict()[name].asnumpy())
+            trajectory.append((net.w1.asnumpy().copy(), net.w2.asnumpy().copy()))
+        trajectories[impl] = trajectory
+    for (f1, f2), (r1, r2) in zip(trajectories["fused"], trajectories["reference"]):
+        np.testing.assert_array_equal(f1, r1)
+        np.testing.assert_array_equal(f2, r2)
+
+
+# ---- the kernel layer
+
+_THREADS_SCRIPT = textwrap.dedent("""
+    import sys, numpy as np, mindspore as ms
+    from mindspore import Parameter, Tensor
+    import ms_optim
+    ms.set_device("CPU")
+    n = 3 * (1 << 20) + 17  # large enough to be split across threads, not a multiple of the chunk size
+    p = Parameter(Tensor(np.linspace(-1, 1, n, dtype=np.float32)), name="w")
+    opt = ms_optim.Adam([p], learning_rate=0.01, use_amsgrad=True, impl="fused")
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        opt((Tensor(rng.standard_normal(n).astype(np.float32)),))
+    np.save(sys.argv[1], np.stack([p.asnumpy(), opt.moment1[0].asnumpy(), opt.moment2[0].asnumpy(),
+                                   opt.vhat[0].asnumpy()]))
+""")
+
+
+def test_results_do_not_depend_on_thread_count(tmp_path):
+    script = tmp_path / "threads.py"
+    script.write_text(_THREADS_SCRIPT)
+    outputs = []
+    for threads in (1, 2, 3):
+        out = tmp_path / f"out{threads}.npy"
+        env = dict(os.environ, MS_OPTIM_NUM_THREADS=str(threads))
+        subprocess.run([sys.executable, str(script), str(out)], env=env, check=True, capture_output=True)
+        outputs.append(np.load(out))
+    for other in outputs[1:]:
+        assert other.tobytes() == outputs[0].tobytes()
+
+
+def test_kernel_refuses_mismatched_shapes():
+    """A state tensor of the wrong size makes the kernel return an error, and nothing is written."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    op = kernels.inplace_kernel("adam", "MsOptimAdam", ("param", "m", "v"),
+                                ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps", "grad"))
+    param = Parameter(Tensor(np.ones(8, np.float32)), name="p")
+    m = Parameter(Tensor(np.zeros(5, np.float32)), name="m")  # wrong: 5 elements for an 8-element parameter
+    v = Parameter(Tensor(np.zeros(8, np.float32)), name="v")
+    scalars = [Tensor(x, ms.float32) for x in (0.9, 0.999, 0.01, 0.9, 0.999, 1e-8)]
+    with pytest.raises(RuntimeError):
+        op(param, m, v, *scalars, Tensor(np.ones(8, np.float32))).asnumpy()
+    np.testing.assert_array_equal(param.asnumpy(), np.ones(8, np.float32))
+    np.testing.assert_array_equal(m.asnumpy(), np.zeros(5, np.float32))
+    ms.set_context(mode=ms.GRAPH_MODE)
+
+
+def test_library_name_tracks_sources_and_builds(tmp_path):
+    """A changed source gives a new library name (a stale build is never loaded), and the build exports every
+    kernel symbol."""
+    root = tmp_path / "ops"
+    root.mkdir()
+    for sub in ("common", "cpu"):
+        (root / sub).mkdir()
+        src = os.path.join(_build.source_root(), sub)
+        for name in os.listdir(src):
+            (root / sub / name).write_bytes(open(os.path.join(src, name), "rb").read())
+    before = _build.library_name("adam", str(root))
+    assert before == _build.library_name("adam", _build.source_root())
+    (root / "cpu" / "adam.cc").write_text((root / "cpu" / "adam.cc").read_text() + "\n// changed\n")
+    after = _build.library_name("adam", str(root))
+    assert after != before
+    lib = _build.compile_library("adam", str(tmp_path / after), str(root))
+    handle = ctypes.CDLL(lib)
+    for symbol in ("MsOptimAdam", "MsOptimAdamNesterov", "MsOptimAdamAmsgrad", "MsOptimAdamDelta",
+                   "MsOptimAdamNesterovDelta", "MsOptimLazyAdam", "MsOptimLazyAdamNesterov"):
+        assert hasattr(handle, symbol), symbol
+
+
+def test_library_is_built_on_first_use_into_the_cache(tmp_path, monkeypatch):
+    """Without an installed library, locate_library builds into $MS_OPTIM_CACHE_DIR (under its lock) once."""
+    monkeypatch.setattr(_build, "PACKAGE_LIB_DIR", str(tmp_path / "no-installed-lib"))
+    monkeypatch.setenv("MS_OPTIM_CACHE_DIR", str(tmp_path / "cache"))
+    path = _build.locate_library("adam")
+    assert os.path.dirname(path) == str(tmp_path / "cache") and os.path.isfile(path)
+    mtime = os.path.getmtime(path)
+    assert _build.locate_library("adam") == path and os.path.getmtime(path) == mtime
+
+
+def test_offload_delta_kernel_matches_reference():
+    """The increment kernel used for offloaded updates on accelerator targets (on a CPU target the in-place
+    kernel serves use_offload): same increment and state as the reference path."""
+    from ms_optim.functional import adam as reference
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    op = kernels.output_kernel("adam", "MsOptimAdamDelta", ("m", "v"),
+                               ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps", "grad"), like_input=8)
+    rng = np.random.default_rng(3)
+    results = []
+    for fn in (op, reference.adam_delta):
+        m = Parameter(Tensor(rng.standard_normal((33, 65)).astype(np.float32) * 0 + 0.1), name="m")
+        v = Parameter(Tensor(np.full((33, 65), 0.01, np.float32)), name="v")
+        scalars = [Tensor(x, ms.float32) for x in (0.9 ** 3, 0.999 ** 3, 0.01, 0.9, 0.999, 1e-8)]
+        grad = Tensor(np.random.default_rng(4).standard_normal((33, 65)).astype(np.float32))
+        delta = fn(m, v, *scalars, grad)
+        results.append((delta.asnumpy(), m.asnumpy(), v.asnumpy()))
+    for fused, ref in zip(*results):
+        np.testing.assert_array_equal(fused, ref)
+    assert np.abs(results[0][0]).max() > 0
+    ms.set_context(mode=ms.GRAPH_MODE)
