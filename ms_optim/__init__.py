@@ -1,9 +1,11 @@
 """ms_optim: MindSpore optimizers with fused kernels.
 
-``Adam`` is a drop-in for :class:`mindspore.nn.Adam` (lazy, offload, amsgrad, nesterov) whose update runs in one
-fused kernel per parameter where the device target has one, and in plain MindSpore ops elsewhere.
+``Adam`` is a drop-in for :class:`mindspore.nn.Adam` (lazy, offload, amsgrad, nesterov) and ``Came`` for
+mindformers' ``Came``; their update runs in one fused kernel per parameter where the device target has one, and
+in plain MindSpore ops elsewhere.
 """
 from ms_optim.adam import Adam
+from ms_optim.came import Came
 
 __version__ = "0.1.0"
-__all__ = ["Adam"]
+__all__ = ["Adam", "Came"]

@@ -60,3 +60,11 @@ def resolve_alias(cls_name, name, value, default, alias, alias_value):
         raise TypeError(f"For '{cls_name}', '{name}' and its alias '{alias}' were both given "
                         f"({name}={value!r}, {alias}={alias_value!r}); give only one of them.")
     return alias_value
+
+
+def check_closed_unit_interval(cls_name, arg_name, value):
+    """A float in [0.0, 1.0]."""
+    check_float(cls_name, arg_name, value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"For '{cls_name}', the '{arg_name}' must be in range of [0.0, 1.0], but got {value}.")
+    return value

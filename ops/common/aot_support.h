@@ -103,7 +103,7 @@ inline void Store(bf16_t *p, int64_t i, float x) {
 }
 
 // ---- threading: split [0, n) into contiguous chunks, one per thread. Element-wise kernels write disjoint
-// ranges, so the result does not depend on the thread count; kernels with reductions use FixedBlocks below.
+// ranges, so the result does not depend on the thread count; reductions use fixed blocks and LaneSum below.
 inline int NumThreads() {
   static const int threads = [] {
     const char *env = std::getenv("MS_OPTIM_NUM_THREADS");
@@ -118,15 +118,17 @@ inline int NumThreads() {
 constexpr int64_t kMinElementsPerThread = 1 << 15;
 constexpr int64_t kChunkAlign = 64;  // keep chunk starts cache-line and SIMD aligned
 
+// Runs fn(begin, end) over [0, n) split into one contiguous chunk per thread, each at least `min_per_thread`
+// items long and (for the default element granularity) a multiple of kChunkAlign.
 template <typename Fn>
-void ParallelFor(int64_t n, Fn &&fn) {
-  int threads = static_cast<int>(std::min<int64_t>(NumThreads(), std::max<int64_t>(1, n / kMinElementsPerThread)));
+void ParallelFor(int64_t n, Fn &&fn, int64_t min_per_thread = kMinElementsPerThread, int64_t align = kChunkAlign) {
+  int threads = static_cast<int>(std::min<int64_t>(NumThreads(), std::max<int64_t>(1, n / min_per_thread)));
   if (threads <= 1) {
     fn(int64_t{0}, n);
     return;
   }
   int64_t chunk = (n + threads - 1) / threads;
-  chunk = (chunk + kChunkAlign - 1) / kChunkAlign * kChunkAlign;
+  chunk = (chunk + align - 1) / align * align;
   std::vector<std::thread> pool;
   pool.reserve(threads - 1);
   for (int t = 1; t < threads; ++t) {
@@ -135,6 +137,23 @@ void ParallelFor(int64_t n, Fn &&fn) {
   }
   fn(int64_t{0}, std::min(n, chunk));
   for (auto &th : pool) th.join();
+}
+
+// Sum of x[0..n) in a fixed order that does not depend on threads: kLanes interleaved partial sums (which the
+// compiler vectorizes), then the lanes added in order.
+constexpr int kLanes = 16;
+
+template <typename Fn>
+inline float LaneSum(int64_t n, Fn &&value) {
+  float lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) lanes[l] += value(i + l);
+  }
+  for (int l = 0; i < n; ++i, ++l) lanes[l] += value(i);
+  float total = 0.0f;
+  for (int l = 0; l < kLanes; ++l) total += lanes[l];
+  return total;
 }
 
 // Calls fn(typed pointer...) with the pointer cast to the storage type named by `dtype`;

@@ -1,0 +1,299 @@
+// Fused CAME kernels for the CPU (mindspore.ops.Custom, func_type="aot"): the whole update of one parameter,
+// row/column reductions included, in four passes over memory for factored parameters:
+//   A  read g (and p):  row and column means of U = g*g + eps0 (and RMS(p) for scale_parameter)
+//   B  read g:          RMS of u = g * rsqrt(R[r] / mean(R)) * rsqrt(C[c])
+//   C  read g, m:       u /= max(RMS(u)/clip, 1); m = beta1 m + (1-beta1) u (written);
+//                       row and column means of I = (u - m)^2 + eps2
+//   D  read p, m:       p = p + p*(-wd)*lr_t;  p = p - rsqrt(Ri[r] / mean(Ri)) * rsqrt(Ci[c]) * m * lr_t
+// The formula, the operation order and the meaning of every state are those of the reference path,
+// ms_optim/functional/came.py. Reductions run over fixed row blocks and fixed lanes, combined in a fixed order,
+// so results do not depend on the thread count. Math is float32 whatever the storage types.
+#include "aot_support.h"
+
+namespace ms_optim {
+namespace {
+
+// The hyper-parameter tensor (float32, 8 values), as ms_optim/came.py builds it per parameter.
+struct CameHyper {
+  float beta1, beta3, eps0, eps1, eps2, clip, weight_decay;
+  bool scale_parameter;
+};
+
+int ReadHyper(const AotArgs &a, int lr_i, int beta2t_i, int hyper_i, float *lr, float *beta2t, CameHyper *h) {
+  if (!a.is_f32_scalar(lr_i) || !a.is_f32_scalar(beta2t_i)) return kBadScalar;
+  if (a.dtype(hyper_i) != DType::kF32 || a.numel(hyper_i) != 8) return kBadScalar;
+  const float *x = static_cast<const float *>(a.params[hyper_i]);
+  *lr = a.scalar(lr_i);
+  *beta2t = a.scalar(beta2t_i);
+  *h = CameHyper{x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7] > 0.0f};
+  return kOk;
+}
+
+constexpr int64_t kRowsPerBlock = 16;  // fixed: the column partial sums, and so the results, depend on it only
+
+// Rows of a [slices, rows, cols] view, grouped into blocks that never straddle two slices.
+struct RowBlocks {
+  int64_t slices, rows, cols, blocks_per_slice;
+  int64_t count() const { return slices * blocks_per_slice; }
+  int64_t slice(int64_t block) const { return block / blocks_per_slice; }
+  int64_t first_row(int64_t block) const { return (block % blocks_per_slice) * kRowsPerBlock; }
+  int64_t end_row(int64_t block) const { return std::min(rows, first_row(block) + kRowsPerBlock); }
+  // Runs fn(block) for every block, spread over threads.
+  template <typename Fn>
+  void ForEach(Fn &&fn) const {
+    const int64_t per_block = std::max<int64_t>(1, kRowsPerBlock * cols);
+    ParallelFor(count(), [&](int64_t b, int64_t e) { for (int64_t k = b; k < e; ++k) fn(k); },
+                std::max<int64_t>(1, kMinElementsPerThread / per_block), 1);
+  }
+};
+
+// Per-row sums (row_sums[slice*rows + r]) and per-column sums (col_sums[slice*cols + c]) of value(s, r, c, i)
+// over a [slices, rows, cols] tensor, i being the flat index. value is called exactly once per element, so it may
+// also write that element.
+template <typename Fn>
+void RowColSums(const RowBlocks &rb, std::vector<float> *row_sums, std::vector<float> *col_sums, Fn &&value) {
+  std::vector<float> partial(rb.count() * rb.cols, 0.0f);  // one column partial per block
+  row_sums->assign(rb.slices * rb.rows, 0.0f);
+  rb.ForEach([&](int64_t block) {
+    float *cols = &partial[block * rb.cols];
+    std::vector<float> row_values(rb.cols);
+    const int64_t s = rb.slice(block);
+    for (int64_t r = rb.first_row(block); r < rb.end_row(block); ++r) {
+      const int64_t base = (s * rb.rows + r) * rb.cols;
+      for (int64_t c = 0; c < rb.cols; ++c) row_values[c] = value(s, r, c, base + c);
+      (*row_sums)[s * rb.rows + r] = LaneSum(rb.cols, [&](int64_t c) { return row_values[c]; });
+      for (int64_t c = 0; c < rb.cols; ++c) cols[c] += row_values[c];
+    }
+  });
+  col_sums->assign(rb.slices * rb.cols, 0.0f);
+  for (int64_t block = 0; block < rb.count(); ++block) {  // blocks of a slice added in order
+    float *out = &(*col_sums)[rb.slice(block) * rb.cols];
+    const float *in = &partial[block * rb.cols];
+    for (int64_t c = 0; c < rb.cols; ++c) out[c] += in[c];
+  }
+}
+
+// Sum over all rows of a per-row quantity, rows added in order.
+inline float SumInOrder(const std::vector<float> &v) {
+  float total = 0.0f;
+  for (float x : v) total += x;
+  return total;
+}
+
+// state = decay * state + (1 - decay) * mean, stored; returns the float32 values.
+template <typename S>
+std::vector<float> UpdateAverage(S *state, const std::vector<float> &sums, float count, float decay) {
+  std::vector<float> out(sums.size());
+  for (size_t i = 0; i < sums.size(); ++i) {
+    out[i] = decay * Load(state, static_cast<int64_t>(i)) + (1.0f - decay) * (sums[i] / count);
+    Store(state, static_cast<int64_t>(i), out[i]);
+  }
+  return out;
+}
+
+// The factored inverse square root: row_factor[s*rows + r] = rsqrt(row[r] / mean(row of slice s)),
+// col_factor = rsqrt(col).
+void InverseSqrtFactors(const RowBlocks &rb, const std::vector<float> &row, const std::vector<float> &col,
+                        std::vector<float> *row_factor, std::vector<float> *col_factor) {
+  row_factor->resize(row.size());
+  for (int64_t s = 0; s < rb.slices; ++s) {
+    const float *r = &row[s * rb.rows];
+    const float mean = LaneSum(rb.rows, [&](int64_t i) { return r[i]; }) / static_cast<float>(rb.rows);
+    for (int64_t i = 0; i < rb.rows; ++i) (*row_factor)[s * rb.rows + i] = 1.0f / std::sqrt(r[i] / mean);
+  }
+  col_factor->resize(col.size());
+  for (size_t i = 0; i < col.size(); ++i) (*col_factor)[i] = 1.0f / std::sqrt(col[i]);
+}
+
+// Inputs: param, m, row, col, insta_row, insta_col, grad, lr, beta2t, hyper -> flag (float32, 1).
+// row: param.shape[:-1]; col: param.shape[:-2] + param.shape[-1:]; m: param.shape.
+int CameFactored(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  const AotArgs a{nparam, params, ndims, shapes, dtypes};
+  constexpr int kParam = 0, kM = 1, kRow = 2, kCol = 3, kIRow = 4, kICol = 5, kGrad = 6, kLr = 7, kBeta2t = 8,
+                kHyper = 9, kOut = 10;
+  if (nparam != kOut + 1) return kBadArgCount;
+  const int nd = ndims[kParam];
+  if (nd < 2 || !a.same_shape(kParam, kGrad) || !a.same_shape(kParam, kM)) return kBadShape;
+  for (int i : {kRow, kIRow}) {  // rows: param.shape[:-1]
+    if (!SameShape(ndims[i], shapes[i], nd - 1, shapes[kParam])) return kBadShape;
+  }
+  for (int i : {kCol, kICol}) {  // cols: param.shape[:-2] + param.shape[-1:]
+    if (ndims[i] != nd - 1 || shapes[i][nd - 2] != shapes[kParam][nd - 1] ||
+        !SameShape(nd - 2, shapes[i], nd - 2, shapes[kParam]))
+      return kBadShape;
+  }
+  const DType param_t = a.dtype(kParam), state_t = a.dtype(kM);
+  if (a.dtype(kGrad) != param_t) return kBadDtype;
+  for (int i : {kRow, kCol, kIRow, kICol}) {
+    if (a.dtype(i) != state_t) return kBadDtype;
+  }
+  float lr, beta2t;
+  CameHyper h;
+  if (int st = ReadHyper(a, kLr, kBeta2t, kHyper, &lr, &beta2t, &h); st != kOk) return st;
+  *static_cast<float *>(params[kOut]) = 1.0f;
+
+  const int64_t rows = shapes[kParam][nd - 2], cols = shapes[kParam][nd - 1];
+  const int64_t n = a.numel(kParam), slices = rows * cols > 0 ? n / (rows * cols) : 0;
+  if (n == 0) return kOk;
+  const RowBlocks rb{slices, rows, cols, (rows + kRowsPerBlock - 1) / kRowsPerBlock};
+
+  return DispatchFloat(param_t, [&](auto param_tag) {
+    using P = decltype(param_tag);
+    return DispatchFloat(state_t, [&](auto state_tag) {
+      using S = decltype(state_tag);
+      P *p = static_cast<P *>(params[kParam]);
+      const P *g = static_cast<const P *>(params[kGrad]);
+      S *m = static_cast<S *>(params[kM]);
+      std::vector<float> row_sums, col_sums, row_factor, col_factor;
+
+      // A: second-moment averages of U = g*g + eps0; RMS(p) for scale_parameter.
+      RowColSums(rb, &row_sums, &col_sums, [&](int64_t, int64_t, int64_t, int64_t i) {
+        const float gi = Load(g, i);
+        return gi * gi + h.eps0;
+      });
+      float lr_t = lr;
+      if (h.scale_parameter) {
+        std::vector<float> p_sq(slices * rows);
+        rb.ForEach([&](int64_t block) {
+          const int64_t s = rb.slice(block);
+          for (int64_t r = rb.first_row(block); r < rb.end_row(block); ++r) {
+            const int64_t base = (s * rows + r) * cols;
+            p_sq[s * rows + r] = LaneSum(cols, [&](int64_t c) {
+              const float pi = Load(p, base + c);
+              return pi * pi;
+            });
+          }
+        });
+        lr_t = lr * std::max(h.eps1, std::sqrt(SumInOrder(p_sq) / static_cast<float>(n)));
+      }
+      const std::vector<float> row_avg =
+          UpdateAverage(static_cast<S *>(params[kRow]), row_sums, static_cast<float>(cols), beta2t);
+      const std::vector<float> col_avg =
+          UpdateAverage(static_cast<S *>(params[kCol]), col_sums, static_cast<float>(rows), beta2t);
+      InverseSqrtFactors(rb, row_avg, col_avg, &row_factor, &col_factor);
+
+      // B: RMS of the normalised update u.
+      auto update = [&](int64_t s, int64_t r, int64_t c, int64_t i) {
+        return (row_factor[s * rows + r] * col_factor[s * cols + c]) * Load(g, i);
+      };
+      std::vector<float> u_sq(slices * rows);
+      rb.ForEach([&](int64_t block) {
+        const int64_t s = rb.slice(block);
+        for (int64_t r = rb.first_row(block); r < rb.end_row(block); ++r) {
+          const int64_t base = (s * rows + r) * cols;
+          u_sq[s * rows + r] = LaneSum(cols, [&](int64_t c) {
+            const float u = update(s, r, c, base + c);
+            return u * u;
+          });
+        }
+      });
+      const float clip_div = std::max(std::sqrt(SumInOrder(u_sq) / static_cast<float>(n)) / h.clip, 1.0f);
+
+      // C: first moment (written) and the instability averages.
+      RowColSums(rb, &row_sums, &col_sums, [&](int64_t s, int64_t r, int64_t c, int64_t i) {
+        const float u = update(s, r, c, i) / clip_div;
+        const float mi = h.beta1 * Load(m, i) + (1.0f - h.beta1) * u;
+        Store(m, i, mi);
+        const float d = u - mi;
+        return d * d + h.eps2;
+      });
+      const std::vector<float> irow_avg =
+          UpdateAverage(static_cast<S *>(params[kIRow]), row_sums, static_cast<float>(cols), h.beta3);
+      const std::vector<float> icol_avg =
+          UpdateAverage(static_cast<S *>(params[kICol]), col_sums, static_cast<float>(rows), h.beta3);
+      InverseSqrtFactors(rb, irow_avg, icol_avg, &row_factor, &col_factor);
+
+      // D: decoupled weight decay and the confidence-scaled step (m as stored).
+      const float decay = -h.weight_decay;
+      rb.ForEach([&](int64_t block) {
+        const int64_t s = rb.slice(block);
+        const float *cf = &col_factor[s * cols];
+        for (int64_t r = rb.first_row(block); r < rb.end_row(block); ++r) {
+          const float rf = row_factor[s * rows + r];
+          const int64_t base = (s * rows + r) * cols;
+          for (int64_t c = 0; c < cols; ++c) {
+            float pi = Load(p, base + c);
+            if (h.weight_decay != 0.0f) pi = pi + pi * decay * lr_t;
+            Store(p, base + c, pi - (rf * cf[c]) * Load(m, base + c) * lr_t);
+          }
+        }
+      });
+      return static_cast<int>(kOk);
+    });
+  });
+}
+
+// Inputs: param, m, sq, grad, lr, beta2t, hyper -> flag; parameters with fewer than two axes (full second moment).
+int CameUnfactored(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  const AotArgs a{nparam, params, ndims, shapes, dtypes};
+  constexpr int kParam = 0, kM = 1, kSq = 2, kGrad = 3, kLr = 4, kBeta2t = 5, kHyper = 6, kOut = 7;
+  if (nparam != kOut + 1) return kBadArgCount;
+  if (!a.same_shape(kParam, kGrad) || !a.same_shape(kParam, kM) || !a.same_shape(kParam, kSq)) return kBadShape;
+  const DType param_t = a.dtype(kParam), state_t = a.dtype(kM);
+  if (a.dtype(kGrad) != param_t || a.dtype(kSq) != state_t) return kBadDtype;
+  float lr, beta2t;
+  CameHyper h;
+  if (int st = ReadHyper(a, kLr, kBeta2t, kHyper, &lr, &beta2t, &h); st != kOk) return st;
+  *static_cast<float *>(params[kOut]) = 1.0f;
+  const int64_t n = a.numel(kParam);
+  if (n == 0) return kOk;
+  // One (rows = 1) slice per block of kRowsPerBlock * 1024 elements: fixed blocks, partial sums added in order.
+  constexpr int64_t kBlock = kRowsPerBlock * 1024;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  auto block_sums = [&](auto &&value) {
+    std::vector<float> sums(blocks);
+    ParallelFor(blocks, [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        const int64_t begin = k * kBlock, len = std::min(n, begin + kBlock) - begin;
+        sums[k] = LaneSum(len, [&](int64_t j) { return value(begin + j); });
+      }
+    }, std::max<int64_t>(1, kMinElementsPerThread / kBlock), 1);
+    return SumInOrder(sums);
+  };
+
+  return DispatchFloat(param_t, [&](auto param_tag) {
+    using P = decltype(param_tag);
+    return DispatchFloat(state_t, [&](auto state_tag) {
+      using S = decltype(state_tag);
+      P *p = static_cast<P *>(params[kParam]);
+      const P *g = static_cast<const P *>(params[kGrad]);
+      S *m = static_cast<S *>(params[kM]), *sq = static_cast<S *>(params[kSq]);
+      float lr_t = lr;
+      if (h.scale_parameter) {
+        const float p_sq = block_sums([&](int64_t i) {
+          const float pi = Load(p, i);
+          return pi * pi;
+        });
+        lr_t = lr * std::max(h.eps1, std::sqrt(p_sq / static_cast<float>(n)));
+      }
+      std::vector<float> u(n);
+      ParallelFor(n, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          const float gi = Load(g, i);
+          const float v = beta2t * Load(sq, i) + (1.0f - beta2t) * (gi * gi + h.eps0);
+          Store(sq, i, v);
+          u[i] = gi / std::sqrt(v);
+        }
+      });
+      const float u_sq = block_sums([&](int64_t i) { return u[i] * u[i]; });
+      const float clip_div = std::max(std::sqrt(u_sq / static_cast<float>(n)) / h.clip, 1.0f);
+      const float decay = -h.weight_decay;
+      ParallelFor(n, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          const float mi = h.beta1 * Load(m, i) + (1.0f - h.beta1) * (u[i] / clip_div);
+          Store(m, i, mi);
+          float pi = Load(p, i);
+          if (h.weight_decay != 0.0f) pi = pi + pi * decay * lr_t;
+          Store(p, i, pi - mi * lr_t);
+        }
+      });
+      return static_cast<int>(kOk);
+    });
+  });
+}
+
+}  // namespace
+}  // namespace ms_optim
+
+MS_OPTIM_EXPORT_KERNEL(MsOptimCameFactored, CameFactored)
+MS_OPTIM_EXPORT_KERNEL(MsOptimCameUnfactored, CameUnfactored)
