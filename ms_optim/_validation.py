@@ -68,3 +68,17 @@ def check_closed_unit_interval(cls_name, arg_name, value):
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"For '{cls_name}', the '{arg_name}' must be in range of [0.0, 1.0], but got {value}.")
     return value
+
+
+def check_learning_rate(cls_name, value, arg_name="learning_rate"):
+    """int, float, Tensor, LearningRateSchedule or an iterable of numbers; a str is not one (nn.Optimizer would
+    hand it to numpy and fail with a message that does not name the argument)."""
+    from collections.abc import Iterable
+    from mindspore import Tensor
+    from mindspore.nn.learning_rate_schedule import LearningRateSchedule
+    ok = isinstance(value, (int, float, Tensor, LearningRateSchedule)) and not isinstance(value, bool)
+    ok = ok or (isinstance(value, Iterable) and not isinstance(value, (str, bytes, dict)))
+    if not ok:
+        raise TypeError(f"For '{cls_name}', the '{arg_name}' must be int, float, Tensor, Iterable or "
+                        f"LearningRateSchedule, but got {value!r} with type '{type(value).__name__}'.")
+    return value

@@ -174,6 +174,7 @@ class Adam(nn.Optimizer):
                 raise TypeError(f"For '{name}', 'betas' must be a tuple of two floats, but got {betas!r}.")
             beta1 = check.resolve_alias(name, "beta1", beta1, _BETA1_DEFAULT, "betas", betas[0])
             beta2 = check.resolve_alias(name, "beta2", beta2, _BETA2_DEFAULT, "betas", betas[1])
+        check.check_learning_rate(name, learning_rate)
         check.check_kwargs(name, kwargs, ("use_lazy", "use_offload"))
         use_lazy = kwargs.get("use_lazy", False)
         use_offload = kwargs.get("use_offload", False)

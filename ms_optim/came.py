@@ -145,14 +145,16 @@ class Came(nn.Optimizer):
                            ("weight_decay", weight_decay)):
             check.check_closed_unit_interval(name, arg, value)
         check.check_type(name, "loss_scale", loss_scale, (int, float), "int or float")
+        if learning_rate is not None:
+            check.check_learning_rate(name, learning_rate)
         if learning_rate is not None and relative_step:
             raise ValueError(f"For '{name}', a 'learning_rate' ({learning_rate!r}) can not be combined with "
                              f"relative_step=True, which computes its own.")
-        if learning_rate is None and not relative_step:
-            raise ValueError(f"For '{name}', 'learning_rate' is None: give one, or set relative_step=True.")
         if warmup_init and not relative_step:
             raise ValueError(f"For '{name}', warmup_init=True requires relative_step=True, "
                              f"but got relative_step={relative_step}.")
+        if learning_rate is None and not relative_step:
+            raise ValueError(f"For '{name}', 'learning_rate' is None: give one, or set relative_step=True.")
         self._check_group_weight_decay(name, params)
         check.check_impl(name, impl)
         resolved_impl = kernels.resolve_impl(impl, "came", name)
