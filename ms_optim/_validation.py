@@ -82,3 +82,43 @@ def check_learning_rate(cls_name, value, arg_name="learning_rate"):
         raise TypeError(f"For '{cls_name}', the '{arg_name}' must be int, float, Tensor, Iterable or "
                         f"LearningRateSchedule, but got {value!r} with type '{type(value).__name__}'.")
     return value
+
+
+def check_params(cls_name, params):
+    """A non-empty list of Parameters, or of group dicts whose 'params' are Parameters."""
+    from mindspore import Parameter
+    if not isinstance(params, list) or not params:
+        raise TypeError(f"For '{cls_name}', 'params' must be a non-empty list of Parameter or dict, "
+                        f"but got {params!r}.")
+    if all(isinstance(p, dict) for p in params):
+        for index, group in enumerate(params):
+            for p in group.get("params", []):
+                if not isinstance(p, Parameter):
+                    raise TypeError(f"For '{cls_name}', the elements of 'params' in group {index} must be "
+                                    f"Parameter, but got {p!r} with type '{type(p).__name__}'.")
+        return params
+    for p in params:
+        if not isinstance(p, Parameter):
+            raise TypeError(f"For '{cls_name}', the elements of 'params' must be all Parameter or all dict, "
+                            f"but got {p!r} with type '{type(p).__name__}'.")
+    return params
+
+
+def check_loss_scale(cls_name, value):
+    """An int or float greater than 0 (nn.Optimizer converts an int)."""
+    check_type(cls_name, "loss_scale", value, (int, float), "float or int")
+    if not value > 0:
+        raise ValueError(f"For '{cls_name}', the 'loss_scale' must be greater than 0, but got {value}.")
+    return value
+
+
+def check_weight_decay(cls_name, value):
+    """A float or int >= 0, or a Cell computing it from the step (dynamic weight decay)."""
+    from mindspore.nn import Cell
+    if isinstance(value, Cell):
+        return value
+    check_type(cls_name, "weight_decay", value, (int, float), "float, int or Cell")
+    if value < 0:
+        raise ValueError(f"For '{cls_name}', the 'weight_decay' must be greater than or equal to 0, "
+                         f"but got {value}.")
+    return value

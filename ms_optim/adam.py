@@ -174,7 +174,10 @@ class Adam(nn.Optimizer):
                 raise TypeError(f"For '{name}', 'betas' must be a tuple of two floats, but got {betas!r}.")
             beta1 = check.resolve_alias(name, "beta1", beta1, _BETA1_DEFAULT, "betas", betas[0])
             beta2 = check.resolve_alias(name, "beta2", beta2, _BETA2_DEFAULT, "betas", betas[1])
+        check.check_params(name, params)
         check.check_learning_rate(name, learning_rate)
+        check.check_weight_decay(name, weight_decay)
+        check.check_loss_scale(name, loss_scale)
         check.check_kwargs(name, kwargs, ("use_lazy", "use_offload"))
         use_lazy = kwargs.get("use_lazy", False)
         use_offload = kwargs.get("use_offload", False)
@@ -236,23 +239,13 @@ class Adam(nn.Optimizer):
         beta2_power = self.beta2_power * self.beta2
         self.beta2_power = beta2_power
 
-        # One map call per combination: MindSpore cannot specialize a partial of a partial.
-        b1, b2, eps = self.beta1, self.beta2, self.eps
-        m1, m2 = self.moment1, self.moment2
-        if self._offload_delta:
-            if self.is_group_lr:
-                return self.map_(F.partial(_adam_offload_opt, self._update_fns, beta1_power, beta2_power, b1, b2, eps),
-                                 lr, gradients, params, m1, m2)
-            return self.map_(F.partial(_adam_offload_opt, self._update_fns, beta1_power, beta2_power, b1, b2, eps, lr),
-                             gradients, params, m1, m2)
+        state = (params, self.moment1, self.moment2)
         if self.use_amsgrad:
-            if self.is_group_lr:
-                return self.map_(F.partial(_adam_opt, self._update_fns, self.use_lazy, beta1_power, beta2_power, b1, b2, eps),
-                                 lr, gradients, params, m1, m2, self.vhat)
-            return self.map_(F.partial(_adam_opt, self._update_fns, self.use_lazy, beta1_power, beta2_power, b1, b2, eps, lr),
-                             gradients, params, m1, m2, self.vhat)
-        if self.is_group_lr:
-            return self.map_(F.partial(_adam_opt, self._update_fns, self.use_lazy, beta1_power, beta2_power, b1, b2, eps),
-                             lr, gradients, params, m1, m2)
-        return self.map_(F.partial(_adam_opt, self._update_fns, self.use_lazy, beta1_power, beta2_power, b1, b2, eps, lr),
-                         gradients, params, m1, m2)
+            state = (params, self.moment1, self.moment2, self.vhat)
+        if not self.is_group_lr:
+            lr = (lr,) * self.param_length  # mapped like group learning rates: one partial serves both
+        if self._offload_delta:
+            return self.map_(F.partial(_adam_offload_opt, self._update_fns, beta1_power, beta2_power,
+                                       self.beta1, self.beta2, self.eps), lr, gradients, *state)
+        return self.map_(F.partial(_adam_opt, self._update_fns, self.use_lazy, beta1_power, beta2_power,
+                                   self.beta1, self.beta2, self.eps), lr, gradients, *state)

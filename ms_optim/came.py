@@ -144,7 +144,8 @@ class Came(nn.Optimizer):
         for arg, value in (("decay_rate", decay_rate), ("beta1", beta1), ("beta3", beta3),
                            ("weight_decay", weight_decay)):
             check.check_closed_unit_interval(name, arg, value)
-        check.check_type(name, "loss_scale", loss_scale, (int, float), "int or float")
+        check.check_params(name, params)
+        check.check_loss_scale(name, loss_scale)
         if learning_rate is not None:
             check.check_learning_rate(name, learning_rate)
         if learning_rate is not None and relative_step:
@@ -217,16 +218,13 @@ class Came(nn.Optimizer):
         lr = self.get_lr()
         self.assignadd(self.global_step, self.global_step_increase_tensor)
         F.assign_add(self.step, Tensor([1.0], mstype.float32))
-        step = F.depend(self.step, lr)
+        step = self.step  # read after the increment (auto-monad orders it): t = 1 on the first step
         beta2t = 1.0 - F.pow(step, self.decay_rate)
         state = (self._parameters, self.exp_avg, self.exp_avg_sq_row, self.exp_avg_sq_col,
                  self.exp_avg_insta_row, self.exp_avg_insta_col, self.exp_avg_sq)
         if self.relative_step:
             lr = reference.relative_step_lr(step, self.warmup_init)
-            return self.map_(F.partial(_came_opt, self._update_fns, beta2t, lr), gradients, *state,
-                             self.hyper, self.factored)
-        if self.is_group_lr:
-            return self.map_(F.partial(_came_opt, self._update_fns, beta2t), lr, gradients, *state,
-                             self.hyper, self.factored)
-        return self.map_(F.partial(_came_opt, self._update_fns, beta2t, lr), gradients, *state,
-                         self.hyper, self.factored)
+        if self.relative_step or not self.is_group_lr:
+            lr = (lr,) * self.param_length  # mapped like group learning rates: one partial serves both
+        return self.map_(F.partial(_came_opt, self._update_fns, beta2t), lr, gradients, *state, self.hyper,
+                         self.factored)
