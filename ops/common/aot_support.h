@@ -168,6 +168,14 @@ int DispatchFloat(DType dtype, Fn &&fn) {
   }
 }
 
+// The same for a (parameter, state) pair of storage types: fn(P{}, S{}).
+template <typename Fn>
+int DispatchFloatPair(DType param_dtype, DType state_dtype, Fn &&fn) {
+  return DispatchFloat(param_dtype, [&](auto param_tag) {
+    return DispatchFloat(state_dtype, [&](auto state_tag) { return fn(param_tag, state_tag); });
+  });
+}
+
 }  // namespace ms_optim
 
 // Compile the hot loops once per instruction set and pick the best at load time (GCC function multiversioning).

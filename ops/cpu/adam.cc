@@ -114,23 +114,21 @@ int AdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, const ch
   void *vhat = kAmsgrad ? params[vhat_i] : nullptr;
   void *delta = kDelta ? params[out_i] : nullptr;
   if (!kDelta) *static_cast<float *>(params[out_i]) = 1.0f;  // flag output; the work is the side effect
-  return DispatchFloat(grad_t, [&](auto grad_tag) {
+  return DispatchFloatPair(grad_t, state_t, [&](auto grad_tag, auto state_tag) {
     using P = decltype(grad_tag);
-    return DispatchFloat(state_t, [&](auto state_tag) {
-      using S = decltype(state_tag);
-      ParallelFor(n, [&](int64_t b, int64_t e) {
-        if constexpr (std::is_same_v<P, float> && std::is_same_v<S, float>) {
-          AdamF32Range<kNesterov, kAmsgrad, kDelta>(
-              b, e, static_cast<float *>(param), static_cast<float *>(params[m_i]), static_cast<float *>(params[v_i]),
-              static_cast<float *>(vhat), static_cast<const float *>(params[grad_i]), static_cast<float *>(delta), s);
-        } else {
-          AdamRange<kNesterov, kAmsgrad, kDelta>(b, e, static_cast<P *>(param), static_cast<S *>(params[m_i]),
-                                                 static_cast<S *>(params[v_i]), static_cast<S *>(vhat),
-                                                 static_cast<const P *>(params[grad_i]), static_cast<P *>(delta), s);
-        }
-      });
-      return static_cast<int>(kOk);
+    using S = decltype(state_tag);
+    ParallelFor(n, [&](int64_t b, int64_t e) {
+      if constexpr (std::is_same_v<P, float> && std::is_same_v<S, float>) {
+        AdamF32Range<kNesterov, kAmsgrad, kDelta>(
+            b, e, static_cast<float *>(param), static_cast<float *>(params[m_i]), static_cast<float *>(params[v_i]),
+            static_cast<float *>(vhat), static_cast<const float *>(params[grad_i]), static_cast<float *>(delta), s);
+      } else {
+        AdamRange<kNesterov, kAmsgrad, kDelta>(b, e, static_cast<P *>(param), static_cast<S *>(params[m_i]),
+                                               static_cast<S *>(params[v_i]), static_cast<S *>(vhat),
+                                               static_cast<const P *>(params[grad_i]), static_cast<P *>(delta), s);
+      }
     });
+    return static_cast<int>(kOk);
   });
 }
 
@@ -173,32 +171,31 @@ int LazyAdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, cons
   }
   run_starts.push_back(nnz);
   const int64_t unique_rows = static_cast<int64_t>(run_starts.size()) - 1;
+  if (unique_rows == 0 || row_size == 0) return kOk;
 
-  return DispatchFloat(param_t, [&](auto param_tag) {
+  return DispatchFloatPair(param_t, state_t, [&](auto param_tag, auto state_tag) {
     using P = decltype(param_tag);
-    return DispatchFloat(state_t, [&](auto state_tag) {
-      using S = decltype(state_tag);
-      P *param = static_cast<P *>(params[kParam]);
-      S *m = static_cast<S *>(params[kM]), *v = static_cast<S *>(params[kV]);
-      const P *values = static_cast<const P *>(params[kValues]);
-      ParallelFor(unique_rows * row_size, [&](int64_t b, int64_t e) {
-        std::vector<float> grad_row(row_size);
-        for (int64_t u = b / row_size; u * row_size < e; ++u) {
-          const int64_t row = order[run_starts[u]].first;
-          const int64_t col_begin = std::max(b - u * row_size, int64_t{0});
-          const int64_t col_end = std::min(e - u * row_size, row_size);
-          for (int64_t c = col_begin; c < col_end; ++c) {
-            float g = 0.0f;
-            for (int64_t k = run_starts[u]; k < run_starts[u + 1]; ++k) g += Load(values, order[k].second * row_size + c);
-            grad_row[c] = g;
-          }
-          const int64_t off = row * row_size;
-          AdamRange<kNesterov, false, false>(col_begin, col_end, param + off, m + off, v + off,
-                                             static_cast<S *>(nullptr), grad_row.data(), static_cast<P *>(nullptr), s);
+    using S = decltype(state_tag);
+    P *param = static_cast<P *>(params[kParam]);
+    S *m = static_cast<S *>(params[kM]), *v = static_cast<S *>(params[kV]);
+    const P *values = static_cast<const P *>(params[kValues]);
+    ParallelFor(unique_rows * row_size, [&](int64_t b, int64_t e) {
+      std::vector<float> grad_row(row_size);
+      for (int64_t u = b / row_size; u * row_size < e; ++u) {
+        const int64_t row = order[run_starts[u]].first;
+        const int64_t col_begin = std::max(b - u * row_size, int64_t{0});
+        const int64_t col_end = std::min(e - u * row_size, row_size);
+        for (int64_t c = col_begin; c < col_end; ++c) {
+          float g = 0.0f;
+          for (int64_t k = run_starts[u]; k < run_starts[u + 1]; ++k) g += Load(values, order[k].second * row_size + c);
+          grad_row[c] = g;
         }
-      });
-      return static_cast<int>(kOk);
+        const int64_t off = row * row_size;
+        AdamRange<kNesterov, false, false>(col_begin, col_end, param + off, m + off, v + off,
+                                           static_cast<S *>(nullptr), grad_row.data(), static_cast<P *>(nullptr), s);
+      }
     });
+    return static_cast<int>(kOk);
   });
 }
 

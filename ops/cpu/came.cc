@@ -137,89 +137,87 @@ int CameFactored(int nparam, void **params, int *ndims, int64_t **shapes, const 
   if (n == 0) return kOk;
   const RowBlocks rb{slices, rows, cols, (rows + kRowsPerBlock - 1) / kRowsPerBlock};
 
-  return DispatchFloat(param_t, [&](auto param_tag) {
+  return DispatchFloatPair(param_t, state_t, [&](auto param_tag, auto state_tag) {
     using P = decltype(param_tag);
-    return DispatchFloat(state_t, [&](auto state_tag) {
-      using S = decltype(state_tag);
-      P *p = static_cast<P *>(params[kParam]);
-      const P *g = static_cast<const P *>(params[kGrad]);
-      S *m = static_cast<S *>(params[kM]);
-      std::vector<float> row_sums, col_sums, row_factor, col_factor;
+    using S = decltype(state_tag);
+    P *p = static_cast<P *>(params[kParam]);
+    const P *g = static_cast<const P *>(params[kGrad]);
+    S *m = static_cast<S *>(params[kM]);
+    std::vector<float> row_sums, col_sums, row_factor, col_factor;
 
-      // A: second-moment averages of U = g*g + eps0; RMS(p) for scale_parameter.
-      RowColSums(rb, &row_sums, &col_sums, [&](int64_t, int64_t, int64_t, int64_t i) {
-        const float gi = Load(g, i);
-        return gi * gi + h.eps0;
-      });
-      float lr_t = lr;
-      if (h.scale_parameter) {
-        std::vector<float> p_sq(slices * rows);
-        rb.ForEach([&](int64_t block) {
-          const int64_t s = rb.slice(block);
-          for (int64_t r = rb.first_row(block); r < rb.end_row(block); ++r) {
-            const int64_t base = (s * rows + r) * cols;
-            p_sq[s * rows + r] = LaneSum(cols, [&](int64_t c) {
-              const float pi = Load(p, base + c);
-              return pi * pi;
-            });
-          }
-        });
-        lr_t = lr * std::max(h.eps1, std::sqrt(SumInOrder(p_sq) / static_cast<float>(n)));
-      }
-      const std::vector<float> row_avg =
-          UpdateAverage(static_cast<S *>(params[kRow]), row_sums, static_cast<float>(cols), beta2t);
-      const std::vector<float> col_avg =
-          UpdateAverage(static_cast<S *>(params[kCol]), col_sums, static_cast<float>(rows), beta2t);
-      InverseSqrtFactors(rb, row_avg, col_avg, &row_factor, &col_factor);
-
-      // B: RMS of the normalised update u.
-      auto update = [&](int64_t s, int64_t r, int64_t c, int64_t i) {
-        return (row_factor[s * rows + r] * col_factor[s * cols + c]) * Load(g, i);
-      };
-      std::vector<float> u_sq(slices * rows);
+    // A: second-moment averages of U = g*g + eps0; RMS(p) for scale_parameter.
+    RowColSums(rb, &row_sums, &col_sums, [&](int64_t, int64_t, int64_t, int64_t i) {
+      const float gi = Load(g, i);
+      return gi * gi + h.eps0;
+    });
+    float lr_t = lr;
+    if (h.scale_parameter) {
+      std::vector<float> p_sq(slices * rows);
       rb.ForEach([&](int64_t block) {
         const int64_t s = rb.slice(block);
         for (int64_t r = rb.first_row(block); r < rb.end_row(block); ++r) {
           const int64_t base = (s * rows + r) * cols;
-          u_sq[s * rows + r] = LaneSum(cols, [&](int64_t c) {
-            const float u = update(s, r, c, base + c);
-            return u * u;
+          p_sq[s * rows + r] = LaneSum(cols, [&](int64_t c) {
+            const float pi = Load(p, base + c);
+            return pi * pi;
           });
         }
       });
-      const float clip_div = std::max(std::sqrt(SumInOrder(u_sq) / static_cast<float>(n)) / h.clip, 1.0f);
+      lr_t = lr * std::max(h.eps1, std::sqrt(SumInOrder(p_sq) / static_cast<float>(n)));
+    }
+    const std::vector<float> row_avg =
+        UpdateAverage(static_cast<S *>(params[kRow]), row_sums, static_cast<float>(cols), beta2t);
+    const std::vector<float> col_avg =
+        UpdateAverage(static_cast<S *>(params[kCol]), col_sums, static_cast<float>(rows), beta2t);
+    InverseSqrtFactors(rb, row_avg, col_avg, &row_factor, &col_factor);
 
-      // C: first moment (written) and the instability averages.
-      RowColSums(rb, &row_sums, &col_sums, [&](int64_t s, int64_t r, int64_t c, int64_t i) {
-        const float u = update(s, r, c, i) / clip_div;
-        const float mi = h.beta1 * Load(m, i) + (1.0f - h.beta1) * u;
-        Store(m, i, mi);
-        const float d = u - mi;
-        return d * d + h.eps2;
-      });
-      const std::vector<float> irow_avg =
-          UpdateAverage(static_cast<S *>(params[kIRow]), row_sums, static_cast<float>(cols), h.beta3);
-      const std::vector<float> icol_avg =
-          UpdateAverage(static_cast<S *>(params[kICol]), col_sums, static_cast<float>(rows), h.beta3);
-      InverseSqrtFactors(rb, irow_avg, icol_avg, &row_factor, &col_factor);
-
-      // D: decoupled weight decay and the confidence-scaled step (m as stored).
-      const float decay = -h.weight_decay;
-      rb.ForEach([&](int64_t block) {
-        const int64_t s = rb.slice(block);
-        const float *cf = &col_factor[s * cols];
-        for (int64_t r = rb.first_row(block); r < rb.end_row(block); ++r) {
-          const float rf = row_factor[s * rows + r];
-          const int64_t base = (s * rows + r) * cols;
-          for (int64_t c = 0; c < cols; ++c) {
-            float pi = Load(p, base + c);
-            if (h.weight_decay != 0.0f) pi = pi + pi * decay * lr_t;
-            Store(p, base + c, pi - (rf * cf[c]) * Load(m, base + c) * lr_t);
-          }
-        }
-      });
-      return static_cast<int>(kOk);
+    // B: RMS of the normalised update u.
+    auto update = [&](int64_t s, int64_t r, int64_t c, int64_t i) {
+      return (row_factor[s * rows + r] * col_factor[s * cols + c]) * Load(g, i);
+    };
+    std::vector<float> u_sq(slices * rows);
+    rb.ForEach([&](int64_t block) {
+      const int64_t s = rb.slice(block);
+      for (int64_t r = rb.first_row(block); r < rb.end_row(block); ++r) {
+        const int64_t base = (s * rows + r) * cols;
+        u_sq[s * rows + r] = LaneSum(cols, [&](int64_t c) {
+          const float u = update(s, r, c, base + c);
+          return u * u;
+        });
+      }
     });
+    const float clip_div = std::max(std::sqrt(SumInOrder(u_sq) / static_cast<float>(n)) / h.clip, 1.0f);
+
+    // C: first moment (written) and the instability averages.
+    RowColSums(rb, &row_sums, &col_sums, [&](int64_t s, int64_t r, int64_t c, int64_t i) {
+      const float u = update(s, r, c, i) / clip_div;
+      const float mi = h.beta1 * Load(m, i) + (1.0f - h.beta1) * u;
+      Store(m, i, mi);
+      const float d = u - mi;
+      return d * d + h.eps2;
+    });
+    const std::vector<float> irow_avg =
+        UpdateAverage(static_cast<S *>(params[kIRow]), row_sums, static_cast<float>(cols), h.beta3);
+    const std::vector<float> icol_avg =
+        UpdateAverage(static_cast<S *>(params[kICol]), col_sums, static_cast<float>(rows), h.beta3);
+    InverseSqrtFactors(rb, irow_avg, icol_avg, &row_factor, &col_factor);
+
+    // D: decoupled weight decay and the confidence-scaled step (m as stored).
+    const float decay = -h.weight_decay;
+    rb.ForEach([&](int64_t block) {
+      const int64_t s = rb.slice(block);
+      const float *cf = &col_factor[s * cols];
+      for (int64_t r = rb.first_row(block); r < rb.end_row(block); ++r) {
+        const float rf = row_factor[s * rows + r];
+        const int64_t base = (s * rows + r) * cols;
+        for (int64_t c = 0; c < cols; ++c) {
+          float pi = Load(p, base + c);
+          if (h.weight_decay != 0.0f) pi = pi + pi * decay * lr_t;
+          Store(p, base + c, pi - (rf * cf[c]) * Load(m, base + c) * lr_t);
+        }
+      }
+    });
+    return static_cast<int>(kOk);
   });
 }
 
@@ -251,44 +249,42 @@ int CameUnfactored(int nparam, void **params, int *ndims, int64_t **shapes, cons
     return SumInOrder(sums);
   };
 
-  return DispatchFloat(param_t, [&](auto param_tag) {
+  return DispatchFloatPair(param_t, state_t, [&](auto param_tag, auto state_tag) {
     using P = decltype(param_tag);
-    return DispatchFloat(state_t, [&](auto state_tag) {
-      using S = decltype(state_tag);
-      P *p = static_cast<P *>(params[kParam]);
-      const P *g = static_cast<const P *>(params[kGrad]);
-      S *m = static_cast<S *>(params[kM]), *sq = static_cast<S *>(params[kSq]);
-      float lr_t = lr;
-      if (h.scale_parameter) {
-        const float p_sq = block_sums([&](int64_t i) {
-          const float pi = Load(p, i);
-          return pi * pi;
-        });
-        lr_t = lr * std::max(h.eps1, std::sqrt(p_sq / static_cast<float>(n)));
+    using S = decltype(state_tag);
+    P *p = static_cast<P *>(params[kParam]);
+    const P *g = static_cast<const P *>(params[kGrad]);
+    S *m = static_cast<S *>(params[kM]), *sq = static_cast<S *>(params[kSq]);
+    float lr_t = lr;
+    if (h.scale_parameter) {
+      const float p_sq = block_sums([&](int64_t i) {
+        const float pi = Load(p, i);
+        return pi * pi;
+      });
+      lr_t = lr * std::max(h.eps1, std::sqrt(p_sq / static_cast<float>(n)));
+    }
+    std::vector<float> u(n);
+    ParallelFor(n, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const float gi = Load(g, i);
+        const float v = beta2t * Load(sq, i) + (1.0f - beta2t) * (gi * gi + h.eps0);
+        Store(sq, i, v);
+        u[i] = gi / std::sqrt(v);
       }
-      std::vector<float> u(n);
-      ParallelFor(n, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) {
-          const float gi = Load(g, i);
-          const float v = beta2t * Load(sq, i) + (1.0f - beta2t) * (gi * gi + h.eps0);
-          Store(sq, i, v);
-          u[i] = gi / std::sqrt(v);
-        }
-      });
-      const float u_sq = block_sums([&](int64_t i) { return u[i] * u[i]; });
-      const float clip_div = std::max(std::sqrt(u_sq / static_cast<float>(n)) / h.clip, 1.0f);
-      const float decay = -h.weight_decay;
-      ParallelFor(n, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) {
-          const float mi = h.beta1 * Load(m, i) + (1.0f - h.beta1) * (u[i] / clip_div);
-          Store(m, i, mi);
-          float pi = Load(p, i);
-          if (h.weight_decay != 0.0f) pi = pi + pi * decay * lr_t;
-          Store(p, i, pi - mi * lr_t);
-        }
-      });
-      return static_cast<int>(kOk);
     });
+    const float u_sq = block_sums([&](int64_t i) { return u[i] * u[i]; });
+    const float clip_div = std::max(std::sqrt(u_sq / static_cast<float>(n)) / h.clip, 1.0f);
+    const float decay = -h.weight_decay;
+    ParallelFor(n, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const float mi = h.beta1 * Load(m, i) + (1.0f - h.beta1) * (u[i] / clip_div);
+        Store(m, i, mi);
+        float pi = Load(p, i);
+        if (h.weight_decay != 0.0f) pi = pi + pi * decay * lr_t;
+        Store(p, i, pi - mi * lr_t);
+      }
+    });
+    return static_cast<int>(kOk);
   });
 }
 
