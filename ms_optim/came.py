@@ -220,11 +220,14 @@ class Came(nn.Optimizer):
         F.assign_add(self.step, Tensor([1.0], mstype.float32))
         step = self.step  # read after the increment (auto-monad orders it): t = 1 on the first step
         beta2t = 1.0 - F.pow(step, self.decay_rate)
-        state = (self._parameters, self.exp_avg, self.exp_avg_sq_row, self.exp_avg_sq_col,
-                 self.exp_avg_insta_row, self.exp_avg_insta_col, self.exp_avg_sq)
         if self.relative_step:
             lr = reference.relative_step_lr(step, self.warmup_init)
-        if self.relative_step or not self.is_group_lr:
-            lr = (lr,) * self.param_length  # mapped like group learning rates: one partial serves both
-        return self.map_(F.partial(_came_opt, self._update_fns, beta2t), lr, gradients, *state, self.hyper,
-                         self.factored)
+        # Spelled out (no replicated learning-rate tuple, no unpacked state tuple): those compile several times
+        # slower with many parameters, see Adam.construct.
+        if self.is_group_lr and not self.relative_step:
+            return self.map_(F.partial(_came_opt, self._update_fns, beta2t), lr, gradients, self._parameters,
+                             self.exp_avg, self.exp_avg_sq_row, self.exp_avg_sq_col, self.exp_avg_insta_row,
+                             self.exp_avg_insta_col, self.exp_avg_sq, self.hyper, self.factored)
+        return self.map_(F.partial(_came_opt, self._update_fns, beta2t, lr), gradients, self._parameters,
+                         self.exp_avg, self.exp_avg_sq_row, self.exp_avg_sq_col, self.exp_avg_insta_row,
+                         self.exp_avg_insta_col, self.exp_avg_sq, self.hyper, self.factored)
