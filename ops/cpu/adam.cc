@@ -46,7 +46,8 @@ inline void AdamRange(int64_t begin, int64_t end, P *param, S *m, S *v, S *vhat,
     Store(v, i, vi);
     float denom_v = vi;
     if constexpr (kAmsgrad) {
-      denom_v = std::max(Load(vhat, i), vi);
+      const float vh = Load(vhat, i);
+      denom_v = vh < vi ? vi : vh;  // max(vhat, v), written as a select so that it vectorizes
       Store(vhat, i, denom_v);
     }
     const float m_used = kNesterov ? mi * s.beta1 + s.one_minus_beta1 * g : mi;
@@ -61,8 +62,9 @@ inline void AdamRange(int64_t begin, int64_t end, P *param, S *m, S *v, S *vhat,
 
 // float32 is the hot case: give it SIMD clones (AVX-512 / AVX2 / baseline), chosen at load time.
 #define MS_OPTIM_ADAM_F32(NAME, NESTEROV, AMSGRAD, DELTA)                                                   \
-  MS_OPTIM_SIMD_CLONES void NAME(int64_t b, int64_t e, float *p, float *m, float *v, float *vh, const float *g, \
-                                 float *d, const AdamScalars &s) {                                            \
+  MS_OPTIM_SIMD_CLONES void NAME(int64_t b, int64_t e, float *__restrict p, float *__restrict m,               \
+                                 float *__restrict v, float *__restrict vh, const float *__restrict g,         \
+                                 float *__restrict d, const AdamScalars &s) {                                  \
     AdamRange<NESTEROV, AMSGRAD, DELTA>(b, e, p, m, v, vh, g, d, s);                                           \
   }
 MS_OPTIM_ADAM_F32(AdamF32, false, false, false)

@@ -1,0 +1,342 @@
+"""``python -m ms_optim bench``: step time of ms_optim.Adam vs mindspore.nn.Adam, next to the memory bound.
+
+Method, all in one run:
+
+1. Memory bandwidth ``B`` is measured in this process with a STREAM-style triad ``a = b + s * c`` in numpy on
+   three float32 arrays of 2^25 elements, on ``--threads`` Python threads (numpy releases the GIL) each on
+   its own contiguous slice, as the kernels split their work; the best of 7 repetitions is kept. numpy has no
+   fused triad, so it runs as ``np.multiply(c, s, out=a); np.add(a, b, out=a)`` and is counted at the
+   traffic that really makes: 24 B/element (pass 1 reads c and writes a, with the write-allocate read of a
+   that ordinary stores cause; pass 2 reads a and b and writes a). Counting without the write-allocate read
+   (20 B) would give a lower B, i.e. an easier bound, so it is printed but not used. A cache-blocked triad
+   (16 B/element of memory traffic) is printed as a cross-check; its per-block Python calls make it read low.
+2. ``--elements`` float32 elements split into ``--tensors`` Parameters; each optimizer is called directly in
+   GRAPH_MODE with one fixed tuple of gradient Tensors (the same tuple for all). All four optimizers are built
+   up front and timed round-robin, one step of each per round, so load drift on a shared host hits all alike.
+   A step is the call plus ``asnumpy()`` of the parameter the last kernel writes (it waits for every pending
+   write to it). On CPU the call was observed to return only after the update (the parameter read then takes
+   ~0.1 ms); the "b2b" column cross-checks: ``--steps`` calls back to back, one such read at the end.
+3. Bound: ``28 B/element`` for dense Adam (read param, m, v, grad; write param, m, v) and ``36 B/element``
+   with amsgrad (plus vhat read and written), over ``B``.
+4. Compile time of the first step of ``nn.TrainOneStepCell`` on a 100-layer ``nn.SequentialCell`` of small
+   ``nn.Dense`` (200 parameters): first call minus a steady-state step. Each measurement runs in its own
+   subprocess, ours and nn.Adam alternately, so that no in-process cache (parsed functions, resolved
+   primitives, kernel registrations) built by one helps the other; each subprocess first compiles a tiny
+   unrelated graph so one-time backend start-up is charged to neither. The median over repetitions is kept.
+"""
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+DENSE_BYTES = 28  # per element: read param, m, v, grad; write param, m, v (4 B each)
+AMSGRAD_BYTES = 36  # plus vhat read and written
+
+TARGET_DENSE_VS_NN = 1.0
+TARGET_DENSE_VS_BOUND = 1.3
+TARGET_AMSGRAD_VS_NN = 0.35
+TARGET_COMPILE_VS_NN = 1.2
+
+
+# ---------------------------------------------------------------------------------------------- bandwidth
+def _run_threads(threads, fn):
+    workers = [threading.Thread(target=fn, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
+def measure_bandwidth(threads, elements=1 << 25, reps=7, block=1 << 18):
+    """Best-of-``reps`` bandwidths in GB/s (1e9 B/s) of STREAM-style triads ``a = b + s * c``.
+
+    ``two_pass24`` (used as B): ``np.multiply(c, s, out=a); np.add(a, b, out=a)`` over each thread's slice,
+    counted as the memory traffic it makes: pass 1 reads c and writes a (a write-allocate read of a
+    first, numpy using ordinary stores), pass 2 reads a and b and writes a: 24 B/element. ``two_pass20`` is the
+    same time counted without the write-allocate read (20 B), ``blocked16`` a cache-blocked triad (the product
+    in an L2-resident temporary) counted at 16 B/element (b, c read, a written and write-allocated); it pays
+    one Python-level ufunc call per block, so it tends to read lower.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = np.zeros(elements, np.float32)
+    b = rng.standard_normal(elements, dtype=np.float32)
+    c = rng.standard_normal(elements, dtype=np.float32)
+    s = np.float32(3.0)
+    per = -(-elements // threads)
+    tmps = [np.empty(block, np.float32) for _ in range(threads)]
+
+    def two_pass(t):
+        sl = slice(t * per, min(elements, (t + 1) * per))
+        np.multiply(c[sl], s, out=a[sl])
+        np.add(a[sl], b[sl], out=a[sl])
+
+    def blocked(t):
+        tmp = tmps[t]
+        for lo in range(t * per, min(elements, (t + 1) * per), block):
+            hi = min(lo + block, (t + 1) * per, elements)
+            np.multiply(c[lo:hi], s, out=tmp[:hi - lo])
+            np.add(tmp[:hi - lo], b[lo:hi], out=a[lo:hi])
+
+    def best(fn):
+        times = []
+        for _ in range(reps + 1):  # the first pass also faults the pages in
+            t0 = time.perf_counter()
+            _run_threads(threads, fn)
+            times.append(time.perf_counter() - t0)
+        return min(times[1:])
+
+    t_two = best(two_pass)
+    t_blocked = best(blocked)
+    return {"two_pass24": 24 * elements / t_two / 1e9, "two_pass20": 20 * elements / t_two / 1e9,
+            "blocked16": 16 * elements / t_blocked / 1e9}
+
+
+# ------------------------------------------------------------------------------------------ MindSpore setup
+def _setup_mindspore(threads):
+    """GRAPH_MODE on CPU with ``threads`` threads for MindSpore's own CPU kernels."""
+    import mindspore as ms
+
+    ms.set_device("CPU")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:  # the MindSpore >= 2.5 spelling; runtime_num_threads is the deprecated one
+        ms.device_context.cpu.op_tuning.threads_num(threads)
+    except (AttributeError, RuntimeError, TypeError):
+        try:
+            ms.set_context(runtime_num_threads=threads)
+        except (ValueError, TypeError):
+            pass
+    return ms
+
+
+# ------------------------------------------------------------------------------------------------ step time
+def bench_steps(args, ms):
+    """{name: (kind, median synced step seconds, back-to-back seconds per step)} for the four optimizers.
+
+    All four are built first (each with its own parameters, all fed the same gradient tuple) and then timed
+    round-robin, one step of each per round in a rotating order, so that drifts in machine load (this may be
+    a shared host) hit every variant alike instead of whichever happened to run at a bad moment.
+    """
+    import numpy as np
+    from mindspore import Parameter, Tensor, nn
+
+    import ms_optim
+
+    variants = (
+        ("ms_optim.Adam", "dense", lambda p: ms_optim.Adam(p, learning_rate=1e-3)),
+        ("nn.Adam", "dense", lambda p: nn.Adam(p, learning_rate=1e-3)),
+        ("ms_optim.Adam amsgrad", "amsgrad", lambda p: ms_optim.Adam(p, learning_rate=1e-3, use_amsgrad=True)),
+        ("nn.Adam amsgrad", "amsgrad", lambda p: nn.Adam(p, learning_rate=1e-3, use_amsgrad=True)),
+    )
+    per = args.elements // args.tensors
+    rng = np.random.default_rng(1)
+    init = [rng.standard_normal(per, dtype=np.float32) * 0.1 for _ in range(args.tensors)]
+    grads = tuple(Tensor(rng.standard_normal(per, dtype=np.float32) * 0.01) for _ in range(args.tensors))
+    built = []
+    for i, (name, kind, make) in enumerate(variants):
+        params = [Parameter(Tensor(w.copy()), name=f"bench{i}_w{j}") for j, w in enumerate(init)]
+        built.append((name, kind, make(params), params[-1]))
+    del init
+
+    def step(opt, last):
+        out = opt(grads)
+        # The returned flags are plain Python bools; reading the parameter the last kernel writes waits for
+        # every pending write to it, should execution ever return early (about 0.1 ms, the same for all).
+        last.asnumpy()
+        return out
+
+    for _ in range(args.warmup):
+        for _, _, opt, last in built:
+            step(opt, last)
+    times = {name: [] for name, _, _, _ in built}
+    for r in range(args.steps):
+        for k in range(len(built)):
+            name, _, opt, last = built[(r + k) % len(built)]
+            t0 = time.perf_counter()
+            step(opt, last)
+            times[name].append(time.perf_counter() - t0)
+    results = {}
+    for name, kind, opt, last in built:
+        # Cross-check: calls back to back with one wait at the end, a throughput no early return can hide.
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            opt(grads)
+        last.asnumpy()
+        results[name] = (kind, statistics.median(times[name]), (time.perf_counter() - t0) / args.steps)
+    del built
+    gc.collect()
+    return results
+
+
+# --------------------------------------------------------------------------------------------- compile time
+def _compile_worker(which, layers, width, threads):
+    """Runs in a subprocess: first-step time minus steady step time for TrainOneStepCell(which optimizer)."""
+    ms = _setup_mindspore(threads)
+    import numpy as np
+    from mindspore import Tensor, nn
+
+    import ms_optim
+
+    # One-time backend start-up, charged to neither optimizer: a tiny unrelated graph.
+    warm = nn.Dense(2, 2)
+    warm(Tensor(np.ones((1, 2), np.float32))).asnumpy()
+
+    net = nn.SequentialCell([nn.Dense(width, width) for _ in range(layers)])
+    params = net.trainable_params()
+    opt = ms_optim.Adam(params, learning_rate=1e-3) if which == "ours" else nn.Adam(params, learning_rate=1e-3)
+    step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.MSELoss()), opt)
+    x = Tensor(np.ones((8, width), np.float32))
+    y = Tensor(np.zeros((8, width), np.float32))
+    t0 = time.perf_counter()
+    step(x, y).asnumpy()
+    first = time.perf_counter() - t0
+    steady = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        step(x, y).asnumpy()
+        steady.append(time.perf_counter() - t0)
+    steady = statistics.median(steady)
+    print("MS_OPTIM_BENCH_RESULT " + json.dumps({"params": len(params), "first": first, "steady": steady,
+                                                 "compile": first - steady}))
+    return 0
+
+
+def bench_compile(args):
+    env = dict(os.environ)
+    repo_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = repo_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    runs = {"ours": [], "nn": []}
+    n_params = None
+    for _ in range(args.compile_repeats):
+        for which in ("ours", "nn"):  # alternate, so drifts in machine load hit both alike
+            cmd = [sys.executable, "-m", "ms_optim.bench", "--_compile-worker", which, "--layers", str(args.layers),
+                   "--threads", str(args.threads)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("MS_OPTIM_BENCH_RESULT ")]
+            if proc.returncode != 0 or not line:
+                raise RuntimeError(f"compile worker '{which}' failed (rc={proc.returncode}):\n"
+                                   f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+            result = json.loads(line[-1].split(" ", 1)[1])
+            n_params = result["params"]
+            runs[which].append(result)
+    return n_params, runs
+
+
+# --------------------------------------------------------------------------------------------------- report
+def _int_expr(text):
+    """An int written plainly or as ``base**exp`` (``2**24``)."""
+    base, _, exp = text.partition("**")
+    return int(base) ** int(exp) if exp else int(text)
+
+
+def _verdict(ok):
+    return "MET" if ok else "NOT MET"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m ms_optim bench", description=__doc__.splitlines()[0],
+        epilog="Quick smoke test (well under a minute): --elements 2**16 --steps 3 --bandwidth-elements 2**22 "
+               "--compile-repeats 1 --layers 10")
+    parser.add_argument("--elements", type=_int_expr, default=1 << 24,
+                        help="float32 elements in all (an expression like 2**24 is accepted); default 2**24")
+    parser.add_argument("--tensors", type=int, default=8, help="number of Parameters (default 8)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    parser.add_argument("--threads", type=int, default=2, help="threads for the kernels and numpy (default 2)")
+    parser.add_argument("--bandwidth-elements", type=_int_expr,
+                        default=1 << 25, help="elements per triad array (default 2**25)")
+    parser.add_argument("--skip-compile", action="store_true", help="skip the compile-time measurement")
+    parser.add_argument("--compile-repeats", type=int, default=2,
+                        help="subprocess pairs (ours, nn.Adam) for compile time (default 2)")
+    parser.add_argument("--layers", type=int, default=100, help="Dense layers of the compile model (default 100)")
+    parser.add_argument("--_compile-worker", dest="compile_worker", choices=("ours", "nn"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    # Read by the kernel library the first time a kernel runs; set before anything can load it.
+    os.environ["MS_OPTIM_NUM_THREADS"] = str(args.threads)
+    if args.compile_worker:
+        return _compile_worker(args.compile_worker, args.layers, 16, args.threads)
+    if args.elements % args.tensors:
+        parser.error("--elements must be a multiple of --tensors")
+
+    bw = measure_bandwidth(args.threads, args.bandwidth_elements)
+    B = bw["two_pass24"] * 1e9
+    ms = _setup_mindspore(args.threads)
+    from ms_optim import kernels
+
+    kernels.locate_library("adam")  # build the kernel library now if needed, outside every timing
+
+    print(f"ms_optim bench: MindSpore {ms.__version__}, CPU, GRAPH_MODE, {args.threads} threads "
+          f"(MS_OPTIM_NUM_THREADS and MindSpore CPU kernel threads), {os.cpu_count()} cores visible")
+    print(f"Memory bandwidth (numpy, {args.threads} threads, 3 x {args.bandwidth_elements} float32 arrays, "
+          f"best of 7):")
+    print(f"  triad a = b + s*c as np.multiply(c, s, out=a); np.add(a, b, out=a), counted at 24 B/elem "
+          f"(c read, a write-allocated and written; a, b read, a written): {bw['two_pass24']:.2f} GB/s  <- B")
+    print(f"  same run counted at 20 B/elem (no write-allocate): {bw['two_pass20']:.2f} GB/s;  cache-blocked "
+          f"triad at 16 B/elem: {bw['blocked16']:.2f} GB/s")
+    results = bench_steps(args, ms)
+    n = args.elements
+    print()
+    print(f"Optimizer step: {n} float32 elements in {args.tensors} tensors of {n // args.tensors}; median of "
+          f"{args.steps} steps after {args.warmup} warm-up, variants interleaved, each call followed by a "
+          f"parameter read")
+    header = (f"  {'optimizer':<24}{'step ms':>9}{'b2b ms':>9}{'vs nn.Adam':>12}{'bound ms':>10}{'vs bound':>10}"
+              f"{'GB/s':>8}")
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+    ratios = {}
+    for name, (kind, t, batch) in results.items():
+        ref = "nn.Adam" if kind == "dense" else "nn.Adam amsgrad"
+        nbytes = (DENSE_BYTES if kind == "dense" else AMSGRAD_BYTES) * n
+        bound = nbytes / B
+        vs_nn = t / results[ref][1]
+        ratios[name] = (vs_nn, t / bound)
+        print(f"  {name:<24}{t * 1e3:>9.2f}{batch * 1e3:>9.2f}{vs_nn:>11.2f}x{bound * 1e3:>10.2f}"
+              f"{t / bound:>9.2f}x{nbytes / t / 1e9:>8.2f}")
+    print(f"  (b2b: {args.steps} calls back to back, then the last parameter read: per-step throughput that "
+          f"no asynchronous return can hide; bound = {DENSE_BYTES} B/elem dense, {AMSGRAD_BYTES} B/elem amsgrad, "
+          f"over B; GB/s = those bytes over the step time)")
+
+    compile_ratio = None
+    if not args.skip_compile:
+        n_params, runs = bench_compile(args)
+        print()
+        print(f"First-step compile: TrainOneStepCell, {args.layers} x nn.Dense(16, 16) ({n_params} parameters); "
+              f"first call minus a steady step; each run in a fresh subprocess, ours / nn.Adam alternating, "
+              f"median of {args.compile_repeats}")
+        med = {}
+        for which, label in (("ours", "ms_optim.Adam"), ("nn", "nn.Adam")):
+            comp = [r["compile"] for r in runs[which]]
+            med[which] = statistics.median(comp)
+            print(f"  {label:<16} compile {med[which]:7.2f} s  (runs: {', '.join(f'{c:.2f}' for c in comp)}; "
+                  f"steady step {statistics.median(r['steady'] for r in runs[which]) * 1e3:.2f} ms)")
+        compile_ratio = med["ours"] / med["nn"]
+        print(f"  ratio ms_optim / nn.Adam: {compile_ratio:.2f}x")
+
+    print()
+    print("Targets:")
+    dense_nn, dense_bound = ratios["ms_optim.Adam"]
+    ams_nn = ratios["ms_optim.Adam amsgrad"][0]
+    print(f"  dense   ms_optim <= {TARGET_DENSE_VS_NN:.2f}x nn.Adam:          {dense_nn:.2f}x  "
+          f"{_verdict(dense_nn <= TARGET_DENSE_VS_NN)}")
+    print(f"  dense   ms_optim <= {TARGET_DENSE_VS_BOUND:.2f}x memory bound:     {dense_bound:.2f}x  "
+          f"{_verdict(dense_bound <= TARGET_DENSE_VS_BOUND)}")
+    print(f"  amsgrad ms_optim <= {TARGET_AMSGRAD_VS_NN:.2f}x nn.Adam amsgrad:  {ams_nn:.2f}x  "
+          f"{_verdict(ams_nn <= TARGET_AMSGRAD_VS_NN)}")
+    if compile_ratio is None:
+        print(f"  compile ms_optim <= {TARGET_COMPILE_VS_NN:.2f}x nn.Adam:          skipped")
+    else:
+        print(f"  compile ms_optim <= {TARGET_COMPILE_VS_NN:.2f}x nn.Adam:          {compile_ratio:.2f}x  "
+              f"{_verdict(compile_ratio <= TARGET_COMPILE_VS_NN)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
