@@ -1,4 +1,4 @@
-"""``python -m ms_optim bench``: step time of ms_optim.Adam vs mindspore.nn.Adam, next to the memory bound.
+"""``python -m ms_optim bench``: step time of ms_optim optimizers vs MindSpore's, next to the memory bound.
 
 Method, all in one run:
 
@@ -23,6 +23,9 @@ Method, all in one run:
    subprocess, ours and nn.Adam alternately, so that no in-process cache (parsed functions, resolved
    primitives, kernel registrations) built by one helps the other; each subprocess first compiles a tiny
    unrelated graph so one-time backend start-up is charged to neither. The median over repetitions is kept.
+5. CAME: ``--came-matrices`` float32 matrices of ``--came-shape`` (default 8 of 1024 x 2048), ms_optim.Came vs
+   nn.AdaFactor (the built-in factored optimizer, with a fixed learning rate like the others) vs ms_optim.Adam,
+   timed round-robin as in 2., plus optimizer-state bytes per trained parameter element.
 """
 import argparse
 import gc
@@ -41,6 +44,10 @@ TARGET_DENSE_VS_NN = 1.0
 TARGET_DENSE_VS_BOUND = 1.3
 TARGET_AMSGRAD_VS_NN = 0.35
 TARGET_COMPILE_VS_NN = 1.2
+TARGET_CAME_VS_ADAM = 1.5
+TARGET_CAME_VS_ADAFACTOR = 0.3
+ADAM_STATE_BYTES = 8  # m and v, float32
+TARGET_CAME_STATE_VS_ADAM = 0.6  # "well under Adam's": at most 60 % of its state bytes
 
 
 # ---------------------------------------------------------------------------------------------- bandwidth
@@ -133,6 +140,7 @@ def bench_steps(args, ms):
         ("nn.Adam", "dense", lambda p: nn.Adam(p, learning_rate=1e-3)),
         ("ms_optim.Adam amsgrad", "amsgrad", lambda p: ms_optim.Adam(p, learning_rate=1e-3, use_amsgrad=True)),
         ("nn.Adam amsgrad", "amsgrad", lambda p: nn.Adam(p, learning_rate=1e-3, use_amsgrad=True)),
+        ("ms_optim.Adam increment", "dense", _increment_layout_adam),
     )
     per = args.elements // args.tensors
     rng = np.random.default_rng(1)
@@ -144,6 +152,15 @@ def bench_steps(args, ms):
         built.append((name, kind, make(params), params[-1]))
     del init
 
+    timed = _time_round_robin([(name, opt, last) for name, _, opt, last in built], grads, args.steps, args.warmup)
+    results = {name: (kind, *timed[name]) for name, kind, _, _ in built}
+    del built
+    gc.collect()
+    return results
+
+
+def _time_round_robin(built, grads, steps, warmup):
+    """{name: (median synced step seconds, back-to-back seconds per step)} for (name, optimizer, last param)."""
     def step(opt, last):
         out = opt(grads)
         # The returned flags are plain Python bools; reading the parameter the last kernel writes waits for
@@ -151,27 +168,71 @@ def bench_steps(args, ms):
         last.asnumpy()
         return out
 
-    for _ in range(args.warmup):
-        for _, _, opt, last in built:
+    for _ in range(warmup):
+        for _, opt, last in built:
             step(opt, last)
-    times = {name: [] for name, _, _, _ in built}
-    for r in range(args.steps):
+    times = {name: [] for name, _, _ in built}
+    for r in range(steps):
         for k in range(len(built)):
-            name, _, opt, last = built[(r + k) % len(built)]
+            name, opt, last = built[(r + k) % len(built)]
             t0 = time.perf_counter()
             step(opt, last)
             times[name].append(time.perf_counter() - t0)
     results = {}
-    for name, kind, opt, last in built:
+    for name, opt, last in built:
         # Cross-check: calls back to back with one wait at the end, a throughput no early return can hide.
         t0 = time.perf_counter()
-        for _ in range(args.steps):
+        for _ in range(steps):
             opt(grads)
         last.asnumpy()
-        results[name] = (kind, statistics.median(times[name]), (time.perf_counter() - t0) / args.steps)
-    del built
-    gc.collect()
+        results[name] = (statistics.median(times[name]), (time.perf_counter() - t0) / steps)
     return results
+
+
+def _increment_layout_adam(params):
+    """ms_optim.Adam in the layout use_offload takes on accelerator targets: the kernel returns the parameter
+    increment and AssignAdd applies it (40 B/element instead of 28 in place). Forced here, on CPU, to show why
+    kernels write in place (docs/kernels.md)."""
+    import ms_optim
+    from ms_optim import adam
+
+    opt = ms_optim.Adam(params, learning_rate=1e-3, use_offload=True)
+    opt._offload_delta = True
+    opt._update_fns = adam._select_update_fns("fused", False, False, True)
+    return opt
+
+
+def bench_came(args):
+    """{name: (median step s, back-to-back s, state bytes per parameter element)}: ms_optim.Came, nn.AdaFactor
+    and ms_optim.Adam on --came-matrices float32 matrices of --came-shape, timed round-robin."""
+    import numpy as np
+    from mindspore import Parameter, Tensor, nn
+
+    import ms_optim
+
+    rows, cols = args.came_shape
+    variants = (
+        ("ms_optim.Came", lambda p: ms_optim.Came(p, learning_rate=1e-3)),
+        ("nn.AdaFactor", lambda p: nn.AdaFactor(p, learning_rate=1e-3, relative_step=False, scale_parameter=False,
+                                                warmup_init=False)),
+        ("ms_optim.Adam", lambda p: ms_optim.Adam(p, learning_rate=1e-3)),
+    )
+    rng = np.random.default_rng(2)
+    init = [rng.standard_normal((rows, cols), dtype=np.float32) * 0.1 for _ in range(args.came_matrices)]
+    grads = tuple(Tensor(rng.standard_normal((rows, cols), dtype=np.float32) * 0.01)
+                  for _ in range(args.came_matrices))
+    built, state_bytes = [], {}
+    for i, (name, make) in enumerate(variants):
+        params = [Parameter(Tensor(w.copy()), name=f"came{i}_w{j}") for j, w in enumerate(init)]
+        opt = make(params)
+        own = {id(p) for p in params}
+        state = [p for p in opt.get_parameters()
+                 if id(p) not in own and p.name not in ("global_step", "learning_rate")]
+        state_bytes[name] = sum(p.size * p.itemsize for p in state) / (len(params) * rows * cols)
+        built.append((name, opt, params[-1]))
+    del init
+    timed = _time_round_robin(built, grads, args.steps, args.warmup)
+    return {name: (*timed[name], state_bytes[name]) for name, _, _ in built}
 
 
 # --------------------------------------------------------------------------------------------- compile time
@@ -253,6 +314,10 @@ def main(argv=None):
     parser.add_argument("--bandwidth-elements", type=_int_expr,
                         default=1 << 25, help="elements per triad array (default 2**25)")
     parser.add_argument("--skip-compile", action="store_true", help="skip the compile-time measurement")
+    parser.add_argument("--skip-came", action="store_true", help="skip the CAME comparison")
+    parser.add_argument("--came-shape", type=int, nargs=2, default=(1024, 2048), metavar=("ROWS", "COLS"),
+                        help="shape of each CAME benchmark matrix (default 1024 2048)")
+    parser.add_argument("--came-matrices", type=int, default=8, help="matrices in the CAME benchmark (default 8)")
     parser.add_argument("--compile-repeats", type=int, default=2,
                         help="subprocess pairs (ours, nn.Adam) for compile time (default 2)")
     parser.add_argument("--layers", type=int, default=100, help="Dense layers of the compile model (default 100)")
@@ -271,7 +336,8 @@ def main(argv=None):
     ms = _setup_mindspore(args.threads)
     from ms_optim import kernels
 
-    kernels.locate_library("adam")  # build the kernel library now if needed, outside every timing
+    for family in ("adam", "came"):
+        kernels.locate_library(family)  # build the kernel libraries now if needed, outside every timing
 
     print(f"ms_optim bench: MindSpore {ms.__version__}, CPU, GRAPH_MODE, {args.threads} threads "
           f"(MS_OPTIM_NUM_THREADS and MindSpore CPU kernel threads), {os.cpu_count()} cores visible")
@@ -302,7 +368,20 @@ def main(argv=None):
               f"{t / bound:>9.2f}x{nbytes / t / 1e9:>8.2f}")
     print(f"  (b2b: {args.steps} calls back to back, then the last parameter read: per-step throughput that "
           f"no asynchronous return can hide; bound = {DENSE_BYTES} B/elem dense, {AMSGRAD_BYTES} B/elem amsgrad, "
-          f"over B; GB/s = those bytes over the step time)")
+          f"over B; GB/s = those bytes over the step time; increment: ms_optim.Adam with the kernel returning the "
+          f"parameter increment for AssignAdd instead of writing in place, 40 B/elem of traffic, docs/kernels.md)")
+
+    came = None
+    if not args.skip_came:
+        came = bench_came(args)
+        rows, cols = args.came_shape
+        print()
+        print(f"CAME: {args.came_matrices} float32 matrices of {rows} x {cols}; median of {args.steps} steps after "
+              f"{args.warmup} warm-up, interleaved; state = optimizer Parameters other than the trained ones")
+        print(f"  {'optimizer':<16}{'step ms':>9}{'b2b ms':>9}{'vs Adam':>9}{'vs AdaFactor':>14}{'state B/param':>15}")
+        for name, (t, batch, state) in came.items():
+            print(f"  {name:<16}{t * 1e3:>9.2f}{batch * 1e3:>9.2f}{t / came['ms_optim.Adam'][0]:>8.2f}x"
+                  f"{t / came['nn.AdaFactor'][0]:>13.2f}x{state:>15.2f}")
 
     compile_ratio = None
     if not args.skip_compile:
@@ -335,6 +414,16 @@ def main(argv=None):
     else:
         print(f"  compile ms_optim <= {TARGET_COMPILE_VS_NN:.2f}x nn.Adam:          {compile_ratio:.2f}x  "
               f"{_verdict(compile_ratio <= TARGET_COMPILE_VS_NN)}")
+    if came is not None:
+        vs_adam = came["ms_optim.Came"][0] / came["ms_optim.Adam"][0]
+        vs_adafactor = came["ms_optim.Came"][0] / came["nn.AdaFactor"][0]
+        state = came["ms_optim.Came"][2]
+        print(f"  came    ms_optim.Came <= {TARGET_CAME_VS_ADAM:.2f}x ms_optim.Adam:   {vs_adam:.2f}x  "
+              f"{_verdict(vs_adam <= TARGET_CAME_VS_ADAM)}")
+        print(f"  came    ms_optim.Came <= {TARGET_CAME_VS_ADAFACTOR:.2f}x nn.AdaFactor:    {vs_adafactor:.2f}x  "
+              f"{_verdict(vs_adafactor <= TARGET_CAME_VS_ADAFACTOR)}")
+        print(f"  came    state <= {TARGET_CAME_STATE_VS_ADAM * ADAM_STATE_BYTES:.1f} B/param (Adam: "
+              f"{ADAM_STATE_BYTES}):          {state:.2f}  {_verdict(state <= TARGET_CAME_STATE_VS_ADAM * ADAM_STATE_BYTES)}")
     return 0
 
 
