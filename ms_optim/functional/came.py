@@ -6,7 +6,7 @@ gradient g at step t (rows/columns are the last two axes; leading axes are indep
     U    = g*g + eps0
     R    = b2t*R + (1-b2t)*mean(U, -1)       C = b2t*C + (1-b2t)*mean(U, -2)      b2t = 1 - t^(-decay_rate)
     u    = g * approx(R, C)                  approx(R, C)[r, c] = rsqrt(R[r] / mean(R)) * rsqrt(C[c])
-    u    = u / max(RMS(u) / clip_threshold, 1)
+    u    = u * (1 / max(RMS(u) / clip_threshold, 1))
     m    = beta1*m + (1-beta1)*u
     I    = (u - m)^2 + eps2                  the instability of the update around its average
     Ri   = beta3*Ri + (1-beta3)*mean(I, -1)  Ci = beta3*Ci + (1-beta3)*mean(I, -2)
@@ -33,7 +33,9 @@ def approx_inverse_sqrt(row, col):
 
 
 def _clip(update, clip_threshold):
-    return update / ops.maximum(rms(update) / clip_threshold, 1.0)
+    """update / max(RMS(update) / clip_threshold, 1), as a multiply by the reciprocal (one division per tensor,
+    not per element; the fused kernel does the same)."""
+    return update * (1.0 / ops.maximum(rms(update) / clip_threshold, 1.0))
 
 
 def came_factored(param, m, row, col, insta_row, insta_col, grad, lr, beta2t, hyper):

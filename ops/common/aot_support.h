@@ -8,11 +8,14 @@
 #pragma once
 
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace ms_optim {
@@ -118,6 +121,89 @@ inline int NumThreads() {
 constexpr int64_t kMinElementsPerThread = 1 << 15;
 constexpr int64_t kChunkAlign = 64;  // keep chunk starts cache-line and SIMD aligned
 
+// Worker threads kept for the life of the process: a parallel region wakes them instead of creating threads
+// (kernels run several regions per parameter, back to back). One region runs at a time; a caller that finds the
+// pool busy (MindSpore may launch kernels from several threads) runs its region on its own thread instead.
+// Chunking never changes results, so which thread runs a chunk does not matter.
+class WorkerPool {
+ public:
+  static WorkerPool &Instance() {
+    static WorkerPool *pool = new WorkerPool(NumThreads() - 1);  // never destroyed: workers outlive statics
+    return *pool;
+  }
+  int workers() const { return static_cast<int>(threads_.size()); }
+
+  // Runs task(i) for i in [0, tasks) on the workers and the calling thread; false if the pool was busy.
+  template <typename Task>
+  bool Run(int tasks, Task &&task) {
+    std::unique_lock<std::mutex> busy(run_mutex_, std::try_to_lock);
+    if (!busy.owns_lock()) return false;
+    using TaskType = std::remove_reference_t<Task>;
+    auto call = [](void *ctx, int i) { (*static_cast<TaskType *>(ctx))(i); };
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = {call, static_cast<void *>(&task)};
+      next_task_ = 1;  // task 0 is the caller's
+      tasks_ = tasks;
+      pending_ = tasks - 1;
+      ++generation_;
+    }
+    wake_.notify_all();
+    task(0);
+    RunTasks();  // help with whatever the workers have not taken yet
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return pending_ == 0; });
+    return true;
+  }
+
+ private:
+  struct Job {
+    void (*call)(void *, int);
+    void *ctx;
+  };
+
+  explicit WorkerPool(int workers) {
+    for (int w = 0; w < workers; ++w) threads_.emplace_back([this] { Loop(); });
+    for (auto &t : threads_) t.detach();
+  }
+
+  // Takes and runs tasks of the current job until none is left.
+  void RunTasks() {
+    for (;;) {
+      int i;
+      Job job;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (next_task_ >= tasks_) return;
+        i = next_task_++;
+        job = job_;
+      }
+      job.call(job.ctx, i);
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (--pending_ == 0) done_.notify_all();
+    }
+  }
+
+  void Loop() {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return generation_ != seen; });
+        seen = generation_;
+      }
+      RunTasks();
+    }
+  }
+
+  std::vector<std::thread> threads_;
+  std::mutex run_mutex_, mutex_;
+  std::condition_variable wake_, done_;
+  Job job_{};
+  int next_task_ = 0, tasks_ = 0, pending_ = 0;
+  uint64_t generation_ = 0;
+};
+
 // Runs fn(begin, end) over [0, n) split into one contiguous chunk per thread, each at least `min_per_thread`
 // items long and (for the default element granularity) a multiple of kChunkAlign.
 template <typename Fn>
@@ -129,14 +215,13 @@ void ParallelFor(int64_t n, Fn &&fn, int64_t min_per_thread = kMinElementsPerThr
   }
   int64_t chunk = (n + threads - 1) / threads;
   chunk = (chunk + align - 1) / align * align;
-  std::vector<std::thread> pool;
-  pool.reserve(threads - 1);
-  for (int t = 1; t < threads; ++t) {
-    int64_t begin = std::min(n, t * chunk), end = std::min(n, (t + 1) * chunk);
-    if (begin < end) pool.emplace_back([&fn, begin, end] { fn(begin, end); });
+  auto task = [&](int t) {
+    const int64_t begin = std::min(n, t * chunk), end = std::min(n, (t + 1) * chunk);
+    if (begin < end) fn(begin, end);
+  };
+  if (!WorkerPool::Instance().Run(threads, task)) {
+    for (int t = 0; t < threads; ++t) task(t);
   }
-  fn(int64_t{0}, std::min(n, chunk));
-  for (auto &th : pool) th.join();
 }
 
 // Sum of x[0..n) in a fixed order that does not depend on threads: kLanes interleaved partial sums (which the

@@ -2,7 +2,7 @@
 // row/column reductions included, in four passes over memory for factored parameters:
 //   A  read g (and p):  row and column means of U = g*g + eps0 (and RMS(p) for scale_parameter)
 //   B  read g:          RMS of u = g * rsqrt(R[r] / mean(R)) * rsqrt(C[c])
-//   C  read g, m:       u /= max(RMS(u)/clip, 1); m = beta1 m + (1-beta1) u (written);
+//   C  read g, m:       u *= 1/max(RMS(u)/clip, 1); m = beta1 m + (1-beta1) u (written);
 //                       row and column means of I = (u - m)^2 + eps2
 //   D  read p, m:       p = p + p*(-wd)*lr_t;  p = p - rsqrt(Ri[r] / mean(Ri)) * rsqrt(Ci[c]) * m * lr_t
 // The formula, the operation order and the meaning of every state are those of the reference path,
@@ -47,22 +47,17 @@ struct RowBlocks {
   }
 };
 
-// Per-row sums (row_sums[slice*rows + r]) and per-column sums (col_sums[slice*cols + c]) of value(s, r, c, i)
-// over a [slices, rows, cols] tensor, i being the flat index. value is called exactly once per element, so it may
-// also write that element.
+// Per-row sums (row_sums[slice*rows + r]) and per-column sums (col_sums[slice*cols + c]) over a
+// [slices, rows, cols] tensor: row_fn(slice, row, offset of the row, col_acc) returns the row's sum and adds
+// its values into col_acc, the column partial of the row's block; block partials are then added in order.
 template <typename Fn>
-void RowColSums(const RowBlocks &rb, std::vector<float> *row_sums, std::vector<float> *col_sums, Fn &&value) {
-  std::vector<float> partial(rb.count() * rb.cols, 0.0f);  // one column partial per block
+void RowColSums(const RowBlocks &rb, std::vector<float> *row_sums, std::vector<float> *col_sums, Fn &&row_fn) {
+  std::vector<float> partial(rb.count() * rb.cols, 0.0f);
   row_sums->assign(rb.slices * rb.rows, 0.0f);
   rb.ForEach([&](int64_t block) {
-    float *cols = &partial[block * rb.cols];
-    std::vector<float> row_values(rb.cols);
     const int64_t s = rb.slice(block);
     for (int64_t r = rb.first_row(block); r < rb.end_row(block); ++r) {
-      const int64_t base = (s * rb.rows + r) * rb.cols;
-      for (int64_t c = 0; c < rb.cols; ++c) row_values[c] = value(s, r, c, base + c);
-      (*row_sums)[s * rb.rows + r] = LaneSum(rb.cols, [&](int64_t c) { return row_values[c]; });
-      for (int64_t c = 0; c < rb.cols; ++c) cols[c] += row_values[c];
+      (*row_sums)[s * rb.rows + r] = row_fn(s, r, (s * rb.rows + r) * rb.cols, &partial[block * rb.cols]);
     }
   });
   col_sums->assign(rb.slices * rb.cols, 0.0f);
@@ -71,6 +66,15 @@ void RowColSums(const RowBlocks &rb, std::vector<float> *row_sums, std::vector<f
     const float *in = &partial[block * rb.cols];
     for (int64_t c = 0; c < rb.cols; ++c) out[c] += in[c];
   }
+}
+
+// Runs row_fn(slice, row, offset of the row) for every row, spread over threads; per-row results stay per row.
+template <typename Fn>
+void ForEachRow(const RowBlocks &rb, Fn &&row_fn) {
+  rb.ForEach([&](int64_t block) {
+    const int64_t s = rb.slice(block);
+    for (int64_t r = rb.first_row(block); r < rb.end_row(block); ++r) row_fn(s, r, (s * rb.rows + r) * rb.cols);
+  });
 }
 
 // Sum over all rows of a per-row quantity, rows added in order.
@@ -103,6 +107,119 @@ void InverseSqrtFactors(const RowBlocks &rb, const std::vector<float> &row, cons
   }
   col_factor->resize(col.size());
   for (size_t i = 0; i < col.size(); ++i) (*col_factor)[i] = 1.0f / std::sqrt(col[i]);
+}
+
+// ---- per-row work of the factored kernel. Each function handles one row of `cols` elements, sums it with
+// LaneSum (a fixed order, so a row's sum does not depend on which thread ran it) and adds the row's values into
+// the block's column partial sums. float32 storage gets SIMD clones; other types the generic code.
+
+// U = g*g + eps0: returns the row's sum, adds U into col_acc.
+template <typename P>
+inline float RowSquares(const P *g, int64_t cols, float eps0, float *col_acc) {
+  return LaneSum(cols, [&](int64_t c) {
+    const float gi = Load(g, c);
+    const float x = gi * gi + eps0;
+    col_acc[c] += x;
+    return x;
+  });
+}
+
+// sum over the row of p*p
+template <typename P>
+inline float RowNormSquared(const P *p, int64_t cols) {
+  return LaneSum(cols, [&](int64_t c) {
+    const float pi = Load(p, c);
+    return pi * pi;
+  });
+}
+
+// sum over the row of u*u, u = (rf * cf[c]) * g
+template <typename P>
+inline float RowUpdateSquares(const P *g, float rf, const float *cf, int64_t cols) {
+  return LaneSum(cols, [&](int64_t c) {
+    const float u = (rf * cf[c]) * Load(g, c);
+    return u * u;
+  });
+}
+
+// u = (rf * cf[c]) * g * inv_clip;  m = beta1 m + (1-beta1) u (stored);  I = (u - m)^2 + eps2:
+// returns the row's sum of I, adds I into col_acc. I goes through `scratch` (one row, in L1): the element-wise
+// part and the sums are then two loops the compiler vectorizes, where one fused loop is not.
+template <typename P, typename S>
+inline float RowMoment(const P *__restrict g, S *__restrict m, float rf, const float *__restrict cf, float inv_clip,
+                       float beta1, float eps2, int64_t cols, float *__restrict col_acc, float *__restrict scratch) {
+  const float one_minus_beta1 = 1.0f - beta1;
+  for (int64_t c = 0; c < cols; ++c) {
+    const float u = (rf * cf[c]) * Load(g, c) * inv_clip;
+    const float mi = beta1 * Load(m, c) + one_minus_beta1 * u;
+    Store(m, c, mi);
+    const float d = u - mi;
+    scratch[c] = d * d + eps2;
+  }
+  return LaneSum(cols, [&](int64_t c) {
+    col_acc[c] += scratch[c];
+    return scratch[c];
+  });
+}
+
+// p = p + p*(-wd)*lr_t;  p = p - (rf * cf[c]) * m * lr_t
+template <typename P, typename S>
+inline void RowParam(P *p, const S *m, float rf, const float *cf, float decay, float lr_t, int64_t cols) {
+  for (int64_t c = 0; c < cols; ++c) {
+    float pi = Load(p, c);
+    pi = pi + pi * decay * lr_t;
+    Store(p, c, pi - (rf * cf[c]) * Load(m, c) * lr_t);
+  }
+}
+
+MS_OPTIM_SIMD_CLONES float RowSquaresF32(const float *__restrict g, int64_t cols, float eps0,
+                                         float *__restrict col_acc) {
+  return RowSquares(g, cols, eps0, col_acc);
+}
+MS_OPTIM_SIMD_CLONES float RowNormSquaredF32(const float *__restrict p, int64_t cols) {
+  return RowNormSquared(p, cols);
+}
+MS_OPTIM_SIMD_CLONES float RowUpdateSquaresF32(const float *__restrict g, float rf, const float *__restrict cf,
+                                               int64_t cols) {
+  return RowUpdateSquares(g, rf, cf, cols);
+}
+MS_OPTIM_SIMD_CLONES float RowMomentF32(const float *__restrict g, float *__restrict m, float rf,
+                                        const float *__restrict cf, float inv_clip, float beta1, float eps2,
+                                        int64_t cols, float *__restrict col_acc, float *__restrict scratch) {
+  return RowMoment(g, m, rf, cf, inv_clip, beta1, eps2, cols, col_acc, scratch);
+}
+MS_OPTIM_SIMD_CLONES void RowParamF32(float *__restrict p, const float *__restrict m, float rf,
+                                      const float *__restrict cf, float decay, float lr_t, int64_t cols) {
+  RowParam(p, m, rf, cf, decay, lr_t, cols);
+}
+
+// The float32 clone where both storage types are float32, else the generic template.
+template <typename P>
+float RowSquaresAny(const P *g, int64_t cols, float eps0, float *col_acc) {
+  if constexpr (std::is_same_v<P, float>) return RowSquaresF32(g, cols, eps0, col_acc);
+  else return RowSquares(g, cols, eps0, col_acc);
+}
+template <typename P>
+float RowNormSquaredAny(const P *p, int64_t cols) {
+  if constexpr (std::is_same_v<P, float>) return RowNormSquaredF32(p, cols);
+  else return RowNormSquared(p, cols);
+}
+template <typename P>
+float RowUpdateSquaresAny(const P *g, float rf, const float *cf, int64_t cols) {
+  if constexpr (std::is_same_v<P, float>) return RowUpdateSquaresF32(g, rf, cf, cols);
+  else return RowUpdateSquares(g, rf, cf, cols);
+}
+template <typename P, typename S>
+float RowMomentAny(const P *g, S *m, float rf, const float *cf, float inv_clip, float beta1, float eps2,
+                   int64_t cols, float *col_acc, float *scratch) {
+  if constexpr (std::is_same_v<P, float> && std::is_same_v<S, float>)
+    return RowMomentF32(g, m, rf, cf, inv_clip, beta1, eps2, cols, col_acc, scratch);
+  else return RowMoment(g, m, rf, cf, inv_clip, beta1, eps2, cols, col_acc, scratch);
+}
+template <typename P, typename S>
+void RowParamAny(P *p, const S *m, float rf, const float *cf, float decay, float lr_t, int64_t cols) {
+  if constexpr (std::is_same_v<P, float> && std::is_same_v<S, float>) RowParamF32(p, m, rf, cf, decay, lr_t, cols);
+  else RowParam(p, m, rf, cf, decay, lr_t, cols);
 }
 
 // Inputs: param, m, row, col, insta_row, insta_col, grad, lr, beta2t, hyper -> flag (float32, 1).
@@ -146,23 +263,13 @@ int CameFactored(int nparam, void **params, int *ndims, int64_t **shapes, const 
     std::vector<float> row_sums, col_sums, row_factor, col_factor;
 
     // A: second-moment averages of U = g*g + eps0; RMS(p) for scale_parameter.
-    RowColSums(rb, &row_sums, &col_sums, [&](int64_t, int64_t, int64_t, int64_t i) {
-      const float gi = Load(g, i);
-      return gi * gi + h.eps0;
+    RowColSums(rb, &row_sums, &col_sums, [&](int64_t, int64_t, int64_t off, float *col_acc) {
+      return RowSquaresAny(g + off, cols, h.eps0, col_acc);
     });
     float lr_t = lr;
     if (h.scale_parameter) {
       std::vector<float> p_sq(slices * rows);
-      rb.ForEach([&](int64_t block) {
-        const int64_t s = rb.slice(block);
-        for (int64_t r = rb.first_row(block); r < rb.end_row(block); ++r) {
-          const int64_t base = (s * rows + r) * cols;
-          p_sq[s * rows + r] = LaneSum(cols, [&](int64_t c) {
-            const float pi = Load(p, base + c);
-            return pi * pi;
-          });
-        }
-      });
+      ForEachRow(rb, [&](int64_t s, int64_t r, int64_t off) { p_sq[s * rows + r] = RowNormSquaredAny(p + off, cols); });
       lr_t = lr * std::max(h.eps1, std::sqrt(SumInOrder(p_sq) / static_cast<float>(n)));
     }
     const std::vector<float> row_avg =
@@ -171,30 +278,19 @@ int CameFactored(int nparam, void **params, int *ndims, int64_t **shapes, const 
         UpdateAverage(static_cast<S *>(params[kCol]), col_sums, static_cast<float>(rows), beta2t);
     InverseSqrtFactors(rb, row_avg, col_avg, &row_factor, &col_factor);
 
-    // B: RMS of the normalised update u.
-    auto update = [&](int64_t s, int64_t r, int64_t c, int64_t i) {
-      return (row_factor[s * rows + r] * col_factor[s * cols + c]) * Load(g, i);
-    };
+    // B: RMS of the normalised update u = g * rsqrt(R[r] / mean(R)) * rsqrt(C[c]).
     std::vector<float> u_sq(slices * rows);
-    rb.ForEach([&](int64_t block) {
-      const int64_t s = rb.slice(block);
-      for (int64_t r = rb.first_row(block); r < rb.end_row(block); ++r) {
-        const int64_t base = (s * rows + r) * cols;
-        u_sq[s * rows + r] = LaneSum(cols, [&](int64_t c) {
-          const float u = update(s, r, c, base + c);
-          return u * u;
-        });
-      }
+    ForEachRow(rb, [&](int64_t s, int64_t r, int64_t off) {
+      u_sq[s * rows + r] = RowUpdateSquaresAny(g + off, row_factor[s * rows + r], &col_factor[s * cols], cols);
     });
-    const float clip_div = std::max(std::sqrt(SumInOrder(u_sq) / static_cast<float>(n)) / h.clip, 1.0f);
+    const float inv_clip = 1.0f / std::max(std::sqrt(SumInOrder(u_sq) / static_cast<float>(n)) / h.clip, 1.0f);
 
     // C: first moment (written) and the instability averages.
-    RowColSums(rb, &row_sums, &col_sums, [&](int64_t s, int64_t r, int64_t c, int64_t i) {
-      const float u = update(s, r, c, i) / clip_div;
-      const float mi = h.beta1 * Load(m, i) + (1.0f - h.beta1) * u;
-      Store(m, i, mi);
-      const float d = u - mi;
-      return d * d + h.eps2;
+    RowColSums(rb, &row_sums, &col_sums, [&](int64_t s, int64_t r, int64_t off, float *col_acc) {
+      thread_local std::vector<float> scratch;
+      scratch.resize(cols);
+      return RowMomentAny(g + off, m + off, row_factor[s * rows + r], &col_factor[s * cols], inv_clip, h.beta1,
+                          h.eps2, cols, col_acc, scratch.data());
     });
     const std::vector<float> irow_avg =
         UpdateAverage(static_cast<S *>(params[kIRow]), row_sums, static_cast<float>(cols), h.beta3);
@@ -203,19 +299,8 @@ int CameFactored(int nparam, void **params, int *ndims, int64_t **shapes, const 
     InverseSqrtFactors(rb, irow_avg, icol_avg, &row_factor, &col_factor);
 
     // D: decoupled weight decay and the confidence-scaled step (m as stored).
-    const float decay = -h.weight_decay;
-    rb.ForEach([&](int64_t block) {
-      const int64_t s = rb.slice(block);
-      const float *cf = &col_factor[s * cols];
-      for (int64_t r = rb.first_row(block); r < rb.end_row(block); ++r) {
-        const float rf = row_factor[s * rows + r];
-        const int64_t base = (s * rows + r) * cols;
-        for (int64_t c = 0; c < cols; ++c) {
-          float pi = Load(p, base + c);
-          if (h.weight_decay != 0.0f) pi = pi + pi * decay * lr_t;
-          Store(p, base + c, pi - (rf * cf[c]) * Load(m, base + c) * lr_t);
-        }
-      }
+    ForEachRow(rb, [&](int64_t s, int64_t r, int64_t off) {
+      RowParamAny(p + off, m + off, row_factor[s * rows + r], &col_factor[s * cols], -h.weight_decay, lr_t, cols);
     });
     return static_cast<int>(kOk);
   });
@@ -273,14 +358,14 @@ int CameUnfactored(int nparam, void **params, int *ndims, int64_t **shapes, cons
       }
     });
     const float u_sq = block_sums([&](int64_t i) { return u[i] * u[i]; });
-    const float clip_div = std::max(std::sqrt(u_sq / static_cast<float>(n)) / h.clip, 1.0f);
+    const float inv_clip = 1.0f / std::max(std::sqrt(u_sq / static_cast<float>(n)) / h.clip, 1.0f);
     const float decay = -h.weight_decay;
     ParallelFor(n, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
-        const float mi = h.beta1 * Load(m, i) + (1.0f - h.beta1) * (u[i] / clip_div);
+        const float mi = h.beta1 * Load(m, i) + (1.0f - h.beta1) * (u[i] * inv_clip);
         Store(m, i, mi);
         float pi = Load(p, i);
-        if (h.weight_decay != 0.0f) pi = pi + pi * decay * lr_t;
+        pi = pi + pi * decay * lr_t;  // the reference applies it always: with wd = 0 it changes nothing
         Store(p, i, pi - mi * lr_t);
       }
     });
