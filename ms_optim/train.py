@@ -1,5 +1,6 @@
 """The main job: train an MLP on scikit-learn's digits (shipped with the package, no download) with
-``Model.train``, once per optimizer, and print loss, test accuracy and median step time side by side."""
+``Model.train``, once per optimizer (ms_optim.Adam, nn.Adam, ms_optim.Came), and print loss, test accuracy and
+median step time side by side."""
 import argparse
 import time
 
@@ -48,6 +49,7 @@ def make_mlp(seed, hidden=128):
 OPTIMIZERS = {
     "ms_optim.Adam": lambda params, lr: ms_optim.Adam(params, learning_rate=lr),
     "nn.Adam": lambda params, lr: nn.Adam(params, learning_rate=lr),
+    "ms_optim.Came": lambda params, lr: ms_optim.Came(params, learning_rate=lr),
 }
 
 
