@@ -236,12 +236,21 @@ _THREADS_SCRIPT = textwrap.dedent("""
     rng = np.random.default_rng(0)
     for _ in range(3):
         opt((Tensor(rng.standard_normal(n).astype(np.float32)),))
-    np.save(sys.argv[1], np.stack([p.asnumpy(), opt.moment1[0].asnumpy(), opt.moment2[0].asnumpy(),
-                                   opt.vhat[0].asnumpy()]))
+    arrays = [p.asnumpy(), opt.moment1[0].asnumpy(), opt.moment2[0].asnumpy(), opt.vhat[0].asnumpy()]
+    # CAME: reductions over row blocks and lanes (factored) and over element blocks (unfactored)
+    w = Parameter(Tensor(np.linspace(-1, 1, 1000 * 1100, dtype=np.float32).reshape(1000, 1100)), name="w")
+    b = Parameter(Tensor(np.linspace(-1, 1, n, dtype=np.float32)), name="b")
+    came = ms_optim.Came([w, b], learning_rate=0.01, scale_parameter=True, impl="fused")
+    for _ in range(3):
+        came((Tensor(rng.standard_normal((1000, 1100)).astype(np.float32)),
+              Tensor(rng.standard_normal(n).astype(np.float32))))
+    arrays += [w.asnumpy().ravel(), b.asnumpy()] + [x.asnumpy().ravel() for x in came.exp_avg_insta_col]
+    np.save(sys.argv[1], np.concatenate(arrays))
 """)
 
 
 def test_results_do_not_depend_on_thread_count(tmp_path):
+    """Adam (element-wise) and CAME (reductions) give the same bytes with 1, 2 and 3 kernel threads."""
     script = tmp_path / "threads.py"
     script.write_text(_THREADS_SCRIPT)
     outputs = []

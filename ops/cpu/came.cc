@@ -29,7 +29,7 @@ int ReadHyper(const AotArgs &a, int lr_i, int beta2t_i, int hyper_i, float *lr, 
   return kOk;
 }
 
-constexpr int64_t kRowsPerBlock = 16;  // fixed: the column partial sums, and so the results, depend on it only
+constexpr int64_t kRowsPerBlock = 64;  // fixed: the column partial sums, and so the results, depend on it only
 
 // Rows of a [slices, rows, cols] view, grouped into blocks that never straddle two slices.
 struct RowBlocks {
@@ -60,12 +60,16 @@ void RowColSums(const RowBlocks &rb, std::vector<float> *row_sums, std::vector<f
       (*row_sums)[s * rb.rows + r] = row_fn(s, r, (s * rb.rows + r) * rb.cols, &partial[block * rb.cols]);
     }
   });
+  // Each column adds its blocks' partials in block order; columns are independent, so they are spread over threads.
   col_sums->assign(rb.slices * rb.cols, 0.0f);
-  for (int64_t block = 0; block < rb.count(); ++block) {  // blocks of a slice added in order
-    float *out = &(*col_sums)[rb.slice(block) * rb.cols];
-    const float *in = &partial[block * rb.cols];
-    for (int64_t c = 0; c < rb.cols; ++c) out[c] += in[c];
-  }
+  ParallelFor(rb.slices * rb.cols, [&](int64_t begin, int64_t end) {
+    for (int64_t sc = begin; sc < end; ++sc) {
+      const int64_t s = sc / rb.cols, c = sc % rb.cols;
+      float total = 0.0f;
+      for (int64_t b = 0; b < rb.blocks_per_slice; ++b) total += partial[(s * rb.blocks_per_slice + b) * rb.cols + c];
+      (*col_sums)[sc] = total;
+    }
+  }, std::max<int64_t>(1, kMinElementsPerThread / std::max<int64_t>(1, rb.blocks_per_slice)));
 }
 
 // Runs row_fn(slice, row, offset of the row) for every row, spread over threads; per-row results stay per row.
