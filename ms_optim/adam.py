@@ -9,6 +9,7 @@ from mindspore.ops import functional as F
 from ms_optim import _validation as check
 from ms_optim import kernels
 from ms_optim.functional import adam as reference
+from ms_optim.kernels import UPDATE_FNS
 
 _adam_opt = C.MultitypeFuncGraph("ms_optim_adam_opt")
 _adam_offload_opt = C.MultitypeFuncGraph("ms_optim_adam_offload_opt")
@@ -18,46 +19,45 @@ _BETA1_DEFAULT = 0.9
 _BETA2_DEFAULT = 0.999
 
 
-@_adam_opt.register("Tuple", "Bool", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+@_adam_opt.register("String", "Bool", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
                     "Tensor", "Tensor", "Tensor", "Tensor")
-def _dense_grad(fns, use_lazy, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v):
-    return F.depend(True, fns[0](param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad))
+def _dense_grad(key, use_lazy, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v):
+    return F.depend(True, UPDATE_FNS[key][0](param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad))
 
 
-@_adam_opt.register("Tuple", "Bool", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+@_adam_opt.register("String", "Bool", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
                     "RowTensor", "Tensor", "Tensor", "Tensor")
-def _sparse_grad(fns, use_lazy, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v):
+def _sparse_grad(key, use_lazy, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v):
     if use_lazy:  # only the rows the gradient names change
-        return F.depend(True, fns[1](param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps,
+        return F.depend(True, UPDATE_FNS[key][1](param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps,
                                      grad.values, grad.indices))
     dense = reference.densify(grad.values, grad.indices, grad.dense_shape, F.dtype(param))
-    return F.depend(True, fns[0](param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, dense))
+    return F.depend(True, UPDATE_FNS[key][0](param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, dense))
 
 
-@_adam_opt.register("Tuple", "Bool", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+@_adam_opt.register("String", "Bool", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
                     "Tensor", "Tensor", "Tensor", "Tensor", "Tensor")
-def _dense_grad_amsgrad(fns, use_lazy, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v, vhat):
-    return F.depend(True, fns[0](param, m, v, vhat, beta1_power, beta2_power, lr, beta1, beta2, eps, grad))
+def _dense_grad_amsgrad(key, use_lazy, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v, vhat):
+    return F.depend(True, UPDATE_FNS[key][0](param, m, v, vhat, beta1_power, beta2_power, lr, beta1, beta2, eps, grad))
 
 
-@_adam_opt.register("Tuple", "Bool", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+@_adam_opt.register("String", "Bool", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
                     "RowTensor", "Tensor", "Tensor", "Tensor", "Tensor")
-def _sparse_grad_amsgrad(fns, use_lazy, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v, vhat):
+def _sparse_grad_amsgrad(key, use_lazy, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v, vhat):
     dense = reference.densify(grad.values, grad.indices, grad.dense_shape, F.dtype(param))
-    return F.depend(True, fns[0](param, m, v, vhat, beta1_power, beta2_power, lr, beta1, beta2, eps, dense))
+    return F.depend(True, UPDATE_FNS[key][0](param, m, v, vhat, beta1_power, beta2_power, lr, beta1, beta2, eps, dense))
 
 
-@_adam_offload_opt.register("Tuple", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+@_adam_offload_opt.register("String", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
                             "Tensor", "Tensor", "Tensor")
-def _offload(fns, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v):
-    delta = fns[2](m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad)
+def _offload(key, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v):
+    delta = UPDATE_FNS[key][2](m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad)
     return F.depend(True, F.assign_add(param, delta))
 
 
 def _select_update_fns(impl, use_nesterov, use_amsgrad, offload_delta):
-    """(dense, lazy, delta) update functions for the resolved impl: fused kernels or the reference functions,
-    which share one call signature. They travel as one tuple because graph mode cannot take several Python
-    functions as separate arguments of a partial."""
+    """(dense, lazy[, delta]) update functions for the resolved impl: fused kernels or the reference functions,
+    which share one call signature (looked up through kernels.UPDATE_FNS)."""
     if impl == "reference":
         dense = reference.adam_amsgrad if use_amsgrad else (
             reference.adam_nesterov if use_nesterov else reference.adam)
@@ -221,7 +221,9 @@ class Adam(nn.Optimizer):
         # With the parameters on the host already (CPU target) an offloaded update is the plain update, in place;
         # elsewhere it returns the increment, which is added to the device parameter (as nn.Adam does).
         self._offload_delta = use_offload and kernels.device_target() != "CPU"
-        self._update_fns = _select_update_fns(resolved_impl, use_nesterov, use_amsgrad, self._offload_delta)
+        self._update_key = kernels.register_update_fns(
+            f"adam-{resolved_impl}-nesterov{use_nesterov}-amsgrad{use_amsgrad}-delta{self._offload_delta}",
+            lambda: _select_update_fns(resolved_impl, use_nesterov, use_amsgrad, self._offload_delta))
 
     @ms.jit
     def construct(self, gradients):
@@ -244,18 +246,18 @@ class Adam(nn.Optimizer):
         b1, b2, eps, m1, m2 = self.beta1, self.beta2, self.eps, self.moment1, self.moment2
         if self._offload_delta:
             if self.is_group_lr:
-                return self.map_(F.partial(_adam_offload_opt, self._update_fns, beta1_power, beta2_power, b1, b2,
+                return self.map_(F.partial(_adam_offload_opt, self._update_key, beta1_power, beta2_power, b1, b2,
                                            eps), lr, gradients, params, m1, m2)
-            return self.map_(F.partial(_adam_offload_opt, self._update_fns, beta1_power, beta2_power, b1, b2, eps,
+            return self.map_(F.partial(_adam_offload_opt, self._update_key, beta1_power, beta2_power, b1, b2, eps,
                                        lr), gradients, params, m1, m2)
         if self.use_amsgrad:
             if self.is_group_lr:
-                return self.map_(F.partial(_adam_opt, self._update_fns, self.use_lazy, beta1_power, beta2_power,
+                return self.map_(F.partial(_adam_opt, self._update_key, self.use_lazy, beta1_power, beta2_power,
                                            b1, b2, eps), lr, gradients, params, m1, m2, self.vhat)
-            return self.map_(F.partial(_adam_opt, self._update_fns, self.use_lazy, beta1_power, beta2_power,
+            return self.map_(F.partial(_adam_opt, self._update_key, self.use_lazy, beta1_power, beta2_power,
                                        b1, b2, eps, lr), gradients, params, m1, m2, self.vhat)
         if self.is_group_lr:
-            return self.map_(F.partial(_adam_opt, self._update_fns, self.use_lazy, beta1_power, beta2_power,
+            return self.map_(F.partial(_adam_opt, self._update_key, self.use_lazy, beta1_power, beta2_power,
                                        b1, b2, eps), lr, gradients, params, m1, m2)
-        return self.map_(F.partial(_adam_opt, self._update_fns, self.use_lazy, beta1_power, beta2_power,
+        return self.map_(F.partial(_adam_opt, self._update_key, self.use_lazy, beta1_power, beta2_power,
                                    b1, b2, eps, lr), gradients, params, m1, m2)

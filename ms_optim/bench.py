@@ -194,11 +194,12 @@ def _increment_layout_adam(params):
     increment and AssignAdd applies it (40 B/element instead of 28 in place). Forced here, on CPU, to show why
     kernels write in place (docs/kernels.md)."""
     import ms_optim
-    from ms_optim import adam
+    from ms_optim import adam, kernels
 
     opt = ms_optim.Adam(params, learning_rate=1e-3, use_offload=True)
     opt._offload_delta = True
-    opt._update_fns = adam._select_update_fns("fused", False, False, True)
+    opt._update_key = kernels.register_update_fns("bench-adam-increment-layout",
+                                                  lambda: adam._select_update_fns("fused", False, False, True))
     return opt
 
 

@@ -9,16 +9,17 @@ from mindspore.ops import functional as F
 from ms_optim import _validation as check
 from ms_optim import kernels
 from ms_optim.functional import came as reference
+from ms_optim.kernels import UPDATE_FNS
 
 _came_opt = C.MultitypeFuncGraph("ms_optim_came_opt")
 
 
-@_came_opt.register("Tuple", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+@_came_opt.register("String", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
                     "Tensor", "Tensor", "Tensor", "Bool")
-def _came_step(fns, beta2t, lr, grad, param, m, row, col, insta_row, insta_col, sq, hyper, factored):
+def _came_step(key, beta2t, lr, grad, param, m, row, col, insta_row, insta_col, sq, hyper, factored):
     if factored:
-        return F.depend(True, fns[0](param, m, row, col, insta_row, insta_col, grad, lr, beta2t, hyper))
-    return F.depend(True, fns[1](param, m, sq, grad, lr, beta2t, hyper))
+        return F.depend(True, UPDATE_FNS[key][0](param, m, row, col, insta_row, insta_col, grad, lr, beta2t, hyper))
+    return F.depend(True, UPDATE_FNS[key][1](param, m, sq, grad, lr, beta2t, hyper))
 
 
 def _select_update_fns(impl):
@@ -175,7 +176,8 @@ class Came(nn.Optimizer):
         self.hyper = tuple(Tensor([beta1, beta3, eps[0], eps[1], eps[2], clip_threshold, wd,
                                    1.0 if scale_parameter else 0.0], mstype.float32) for wd in decays)
         self.factored = tuple(len(p.shape) >= 2 for p in self._parameters)
-        self._update_fns = _select_update_fns(resolved_impl)
+        self._update_key = kernels.register_update_fns(f"came-{resolved_impl}",
+                                                       lambda: _select_update_fns(resolved_impl))
 
     @staticmethod
     def _check_group_weight_decay(name, params):
@@ -225,9 +227,9 @@ class Came(nn.Optimizer):
         # Spelled out (no replicated learning-rate tuple, no unpacked state tuple): those compile several times
         # slower with many parameters, see Adam.construct.
         if self.is_group_lr and not self.relative_step:
-            return self.map_(F.partial(_came_opt, self._update_fns, beta2t), lr, gradients, self._parameters,
+            return self.map_(F.partial(_came_opt, self._update_key, beta2t), lr, gradients, self._parameters,
                              self.exp_avg, self.exp_avg_sq_row, self.exp_avg_sq_col, self.exp_avg_insta_row,
                              self.exp_avg_insta_col, self.exp_avg_sq, self.hyper, self.factored)
-        return self.map_(F.partial(_came_opt, self._update_fns, beta2t, lr), gradients, self._parameters,
+        return self.map_(F.partial(_came_opt, self._update_key, beta2t, lr), gradients, self._parameters,
                          self.exp_avg, self.exp_avg_sq_row, self.exp_avg_sq_col, self.exp_avg_insta_row,
                          self.exp_avg_insta_col, self.exp_avg_sq, self.hyper, self.factored)

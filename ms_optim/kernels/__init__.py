@@ -40,6 +40,20 @@ def resolve_impl(impl, family, cls_name, target=None):
     return "fused"
 
 
+# Update functions (fused kernels or reference functions) per configuration key. An optimizer's graph code looks
+# them up as UPDATE_FNS[key][i] with a constant key: a tuple of functions passed as an argument does not survive
+# every graph (with RowTensor gradients inside TrainOneStepCell it arrived as (0, 0)), and several functions
+# passed as separate arguments do not compile.
+UPDATE_FNS = {}
+
+
+def register_update_fns(key, build):
+    """Stores ``build()`` under ``key`` the first time the key is seen; returns the key."""
+    if key not in UPDATE_FNS:
+        UPDATE_FNS[key] = build()
+    return key
+
+
 @functools.lru_cache(maxsize=None)
 def _custom_class(written, read):
     """An ``ops.Custom`` subclass whose first inputs (``written``) are declared as written in place.
