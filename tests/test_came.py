@@ -293,8 +293,8 @@ def test_model_train_and_fixed_loss_scale_manager():
     net = _net()
     before = float(nn.MSELoss()(net(Tensor(np.ones((4, 6), np.float32))), Tensor(np.zeros((4, 3), np.float32))))
     assert not np.allclose(plain[0], net.trainable_params()[0].asnumpy()), "training did not move the weights"
-    # The loss is scaled by 128 and the optimizer divides the gradients by it. (Model refuses
-    # DynamicLossScaleManager on a CPU target, so it cannot be exercised here.)
+    # The loss is scaled by 128 and the optimizer divides the gradients by it. (DynamicLossScaleManager:
+    # tests/test_loss_scale.py.)
     fixed, _ = _train(ms.amp.FixedLossScaleManager(128.0, drop_overflow_update=False), loss_scale=128)
     for a, b in zip(plain, fixed):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
