@@ -140,7 +140,7 @@ class Adam(nn.Optimizer):
         ValueError: If `weight_decay` is less than 0.
         ValueError: If `use_lazy` and `use_offload` are both True.
         ValueError: If `use_amsgrad` is True while `use_lazy` or `use_offload` is True.
-        ValueError: If `use_amsgrad` is True in distributed training.
+        ValueError: If `use_amsgrad` is True in distributed training other than data parallel.
         ValueError: If `impl` is not one of "auto", "fused", "reference", or is "fused" on a device target
             without a fused kernel.
 
@@ -194,10 +194,12 @@ class Adam(nn.Optimizer):
             raise ValueError(f"For '{name}', 'use_amsgrad' can not be True together with 'use_lazy' or "
                              f"'use_offload', but got use_amsgrad={use_amsgrad}, use_lazy={use_lazy}, "
                              f"use_offload={use_offload}.")
+        # Under data parallel the gradients are all-reduced before the optimizer, so every worker applies the
+        # same update (tests/test_data_parallel.py); the sharded modes are not verified, so they stay refused.
         parallel_mode = ms.get_auto_parallel_context("parallel_mode")
-        if use_amsgrad and parallel_mode != "stand_alone":
-            raise ValueError(f"For '{name}', 'use_amsgrad' is not supported in distributed training, but got "
-                             f"use_amsgrad={use_amsgrad} with parallel_mode='{parallel_mode}'.")
+        if use_amsgrad and parallel_mode not in ("stand_alone", "data_parallel"):
+            raise ValueError(f"For '{name}', 'use_amsgrad' is supported in stand-alone and data-parallel training "
+                             f"only, but got use_amsgrad={use_amsgrad} with parallel_mode='{parallel_mode}'.")
         check.check_impl(name, impl)
         # Offloaded updates run on the host, so the CPU kernel serves them whatever the device target.
         resolved_impl = kernels.resolve_impl(impl, "adam", name, target="CPU" if use_offload else None)
