@@ -1,5 +1,7 @@
 """Argument checks shared by every ms_optim optimizer, with MindSpore-style messages that name the argument
 and the value. Optimizers run them before building anything, so a bad argument leaves nothing half-made."""
+import math
+
 from ms_optim.kernels import IMPLS
 
 
@@ -28,9 +30,11 @@ def check_open_unit_interval(cls_name, arg_name, value):
 
 
 def check_positive_float(cls_name, arg_name, value):
+    """A finite float greater than 0 (nn.Adam refuses an infinite eps too)."""
     check_float(cls_name, arg_name, value)
-    if not value > 0.0:
-        raise ValueError(f"For '{cls_name}', the '{arg_name}' must be greater than 0, but got {value}.")
+    if not 0.0 < value < math.inf:
+        raise ValueError(f"For '{cls_name}', the '{arg_name}' must be a finite number greater than 0, "
+                         f"but got {value}.")
     return value
 
 
@@ -85,11 +89,18 @@ def check_learning_rate(cls_name, value, arg_name="learning_rate"):
 
 
 def check_params(cls_name, params):
-    """A non-empty list of Parameters, or of group dicts whose 'params' are Parameters."""
+    """A non-empty iterable of Parameters (a list, tuple, ParameterTuple, generator, filter...), or of group dicts
+    whose 'params' are Parameters; returned as a list. None or empty is a ValueError, as in nn.Optimizer."""
+    from collections.abc import Iterable
     from mindspore import Parameter
-    if not isinstance(params, list) or not params:
-        raise TypeError(f"For '{cls_name}', 'params' must be a non-empty list of Parameter or dict, "
-                        f"but got {params!r}.")
+    if params is None:
+        raise ValueError(f"For '{cls_name}', 'params' can not be None.")
+    if not isinstance(params, Iterable) or isinstance(params, (str, bytes, dict, Parameter)):
+        raise TypeError(f"For '{cls_name}', 'params' must be an iterable of Parameter or dict, "
+                        f"but got {params!r} with type '{type(params).__name__}'.")
+    params = list(params)
+    if not params:
+        raise ValueError(f"For '{cls_name}', 'params' must not be empty.")
     if all(isinstance(p, dict) for p in params):
         for index, group in enumerate(params):
             for p in group.get("params", []):

@@ -130,7 +130,8 @@ class Adam(nn.Optimizer):
     Raises:
         KeyError: If `kwargs` has a key other than 'use_lazy' and 'use_offload'.
         TypeError: If `learning_rate` is not one of int, float, Tensor, Iterable, LearningRateSchedule.
-        TypeError: If an element of `params` is neither Parameter nor dict.
+        ValueError: If `params` is None or empty.
+        TypeError: If `params` is not iterable, or an element of it is neither Parameter nor dict.
         TypeError: If `beta1`, `beta2`, `eps` or `loss_scale` is not a float, or `betas` not a pair of floats.
         TypeError: If `weight_decay` is neither float nor int.
         TypeError: If `use_locking`, `use_nesterov`, `use_amsgrad`, `use_lazy` or `use_offload` is not a bool.
@@ -169,20 +170,24 @@ class Adam(nn.Optimizer):
         name = "Adam"
         # Every check runs before the base class builds anything.
         learning_rate = check.resolve_alias(name, "learning_rate", learning_rate, _LR_DEFAULT, "lr", lr)
+        beta_names = ("beta1", "beta2")
         if betas is not None:
             if not isinstance(betas, (tuple, list)) or len(betas) != 2:
                 raise TypeError(f"For '{name}', 'betas' must be a tuple of two floats, but got {betas!r}.")
+            beta_names = ("betas[0]", "betas[1]")
+            for arg, value in zip(beta_names, betas):
+                check.check_float(name, arg, value)  # before resolve_alias, which takes None as "not given"
             beta1 = check.resolve_alias(name, "beta1", beta1, _BETA1_DEFAULT, "betas", betas[0])
             beta2 = check.resolve_alias(name, "beta2", beta2, _BETA2_DEFAULT, "betas", betas[1])
-        check.check_params(name, params)
+        params = check.check_params(name, params)
         check.check_learning_rate(name, learning_rate)
         check.check_weight_decay(name, weight_decay)
         check.check_loss_scale(name, loss_scale)
         check.check_kwargs(name, kwargs, ("use_lazy", "use_offload"))
         use_lazy = kwargs.get("use_lazy", False)
         use_offload = kwargs.get("use_offload", False)
-        check.check_open_unit_interval(name, "beta1", beta1)
-        check.check_open_unit_interval(name, "beta2", beta2)
+        check.check_open_unit_interval(name, beta_names[0], beta1)
+        check.check_open_unit_interval(name, beta_names[1], beta2)
         check.check_positive_float(name, "eps", eps)
         for flag, value in (("use_locking", use_locking), ("use_nesterov", use_nesterov),
                             ("use_amsgrad", use_amsgrad), ("use_lazy", use_lazy), ("use_offload", use_offload)):

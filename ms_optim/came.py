@@ -98,7 +98,8 @@ class Came(nn.Optimizer):
 
     Raises:
         TypeError: If `learning_rate` is not one of int, float, Tensor, Iterable, LearningRateSchedule.
-        TypeError: If an element of `params` is neither Parameter nor dict.
+        ValueError: If `params` is None or empty.
+        TypeError: If `params` is not iterable, or an element of it is neither Parameter nor dict.
         TypeError: If `decay_rate`, `weight_decay`, `beta1`, `beta3`, `clip_threshold` or an element of `eps` is
             not a float, `eps` is not a list or tuple, or `loss_scale` is not an int or float.
         TypeError: If `scale_parameter`, `relative_step`, `warmup_init` or `compression` is not a bool.
@@ -145,7 +146,7 @@ class Came(nn.Optimizer):
         for arg, value in (("decay_rate", decay_rate), ("beta1", beta1), ("beta3", beta3),
                            ("weight_decay", weight_decay)):
             check.check_closed_unit_interval(name, arg, value)
-        check.check_params(name, params)
+        params = check.check_params(name, params)
         check.check_loss_scale(name, loss_scale)
         if learning_rate is not None:
             check.check_learning_rate(name, learning_rate)
