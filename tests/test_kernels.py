@@ -326,6 +326,25 @@ def test_kernel_refuses_mismatched_shapes():
     ms.set_context(mode=ms.GRAPH_MODE)
 
 
+@pytest.mark.parametrize("bad", ["shape", "dtype"])
+@pytest.mark.parametrize("cls", [ms_optim.Adam, ms_optim.Came], ids=["Adam", "Came"])
+def test_bad_gradient_refused_before_any_update(mode, cls, bad):
+    """A gradient whose shape (ValueError) or dtype (TypeError) is not its parameter's is refused when the step's
+    graph is built, so no parameter, state or step counter of that step has moved (the kernel itself would only
+    refuse it while running, after the earlier parameters' updates)."""
+    first = Parameter(Tensor(np.ones((6, 5), np.float32)), name="first")
+    second = Parameter(Tensor(np.ones(7, np.float32)), name="second")
+    opt = cls([first, second], learning_rate=0.1, impl="fused")
+    bad_grad = Tensor(np.ones(5, np.float32)) if bad == "shape" else Tensor(np.ones(7, np.float16))
+    before = {p.name: p.asnumpy().copy() for p in opt.get_parameters()}
+    with pytest.raises(ValueError if bad == "shape" else TypeError, match="gradient's " + bad):
+        opt((Tensor(np.ones((6, 5), np.float32)), bad_grad))
+    for p in opt.get_parameters():
+        np.testing.assert_array_equal(p.asnumpy(), before[p.name], err_msg=p.name)
+    opt((Tensor(np.ones((6, 5), np.float32)), Tensor(np.ones(7, np.float32))))  # and the optimizer still works
+    assert not np.array_equal(first.asnumpy(), before["first"])
+
+
 def test_library_name_tracks_sources_and_builds(tmp_path):
     """A changed source gives a new library name (a stale build is never loaded), and the build exports every
     kernel symbol."""

@@ -67,13 +67,54 @@ def _custom_class(written, read):
     return type("MsOptimInplaceCustom", (ops.Custom,), {"__mindspore_signature__": signature})
 
 
+def _checked(symbol, names, out_shape, out_dtype):
+    """``out_shape`` / ``out_dtype`` functions (of the inputs' shapes, resp. dtypes) that first refuse, when the
+    graph is built, inputs the kernel would refuse only when it runs, after the earlier updates of the same step
+    had been applied: a gradient whose shape (ValueError) or dtype (TypeError) is not its parameter's."""
+    index = {name: i for i, name in enumerate(names)}
+    param = index.get("param", index.get("m"))
+    grad, values, indices = index.get("grad"), index.get("values"), index.get("indices")
+
+    def known(shape):
+        return all(d >= 0 for d in shape)  # dynamic dimensions are left to the kernel
+
+    def check_shapes(*shapes):
+        want = list(shapes[param])
+        if grad is not None and known(shapes[grad]) and known(want) and list(shapes[grad]) != want:
+            raise ValueError(f"For ms_optim kernel '{symbol}', the gradient's shape {list(shapes[grad])} must be "
+                             f"the shape of its parameter, {want}.")
+        if values is not None and known(shapes[values]) and known(want) and (
+                len(shapes[values]) != len(want) or list(shapes[values][1:]) != want[1:]):
+            raise ValueError(f"For ms_optim kernel '{symbol}', the sparse gradient's values, of shape "
+                             f"{list(shapes[values])}, must be rows of its parameter, of shape {want}.")
+        return out_shape(shapes)
+
+    def element(dtype):  # Float32 for Tensor[Float32] and Ref[Tensor[Float32]] (a Parameter) alike
+        while hasattr(dtype, "element_type"):
+            dtype = dtype.element_type()
+        return dtype
+
+    def check_dtypes(*dtypes):
+        for arg, what in ((grad, "gradient"), (values, "sparse gradient")):
+            if arg is not None and element(dtypes[arg]) != element(dtypes[param]):
+                raise TypeError(f"For ms_optim kernel '{symbol}', the {what}'s dtype {element(dtypes[arg])} must be "
+                                f"the dtype of its parameter, {element(dtypes[param])}.")
+        if indices is not None and element(dtypes[indices]) not in (ms.int32, ms.int64):
+            raise TypeError(f"For ms_optim kernel '{symbol}', the sparse gradient's indices must be int32 or "
+                            f"int64, but got {element(dtypes[indices])}.")
+        return out_dtype(dtypes)
+
+    return check_shapes, check_dtypes
+
+
 def inplace_kernel(family, symbol, written, read):
     """A primitive running ``symbol`` of ``family``'s library, writing the ``written`` inputs in place.
 
     It returns a float32 flag of shape (1,); the update itself is the side effect.
     """
     cls = _custom_class(tuple(written), tuple(read))
-    op = cls(f"{locate_library(family)}:{symbol}", out_shape=(1,), out_dtype=ms.float32, func_type="aot")
+    out_shape, out_dtype = _checked(symbol, tuple(written) + tuple(read), lambda _: (1,), lambda _: ms.float32)
+    op = cls(f"{locate_library(family)}:{symbol}", out_shape=out_shape, out_dtype=out_dtype, func_type="aot")
     op.add_prim_attr("side_effect_mem", True)
     return op
 
@@ -82,7 +123,8 @@ def output_kernel(family, symbol, written, read, like_input):
     """A primitive running ``symbol`` that writes ``written`` in place and returns one tensor shaped and typed
     like input number ``like_input``."""
     cls = _custom_class(tuple(written), tuple(read))
-    op = cls(f"{locate_library(family)}:{symbol}", out_shape=lambda *shapes: shapes[like_input],
-             out_dtype=lambda *dtypes: dtypes[like_input], func_type="aot")
+    out_shape, out_dtype = _checked(symbol, tuple(written) + tuple(read),
+                                    lambda shapes: shapes[like_input], lambda dtypes: dtypes[like_input])
+    op = cls(f"{locate_library(family)}:{symbol}", out_shape=out_shape, out_dtype=out_dtype, func_type="aot")
     op.add_prim_attr("side_effect_mem", True)
     return op
