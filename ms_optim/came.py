@@ -107,8 +107,8 @@ class Came(nn.Optimizer):
         ValueError: If `loss_scale`, `clip_threshold` or an element of `eps` is less than or equal to 0, or `eps`
             does not have three elements.
         ValueError: If `decay_rate`, `weight_decay`, `beta1` or `beta3` is not in range [0.0, 1.0].
-        ValueError: If `learning_rate` is given with `relative_step`, is missing without it, or `warmup_init`
-            is set without `relative_step`.
+        ValueError: If `learning_rate` (or a group's 'lr') is given with `relative_step`, is missing without it,
+            or `warmup_init` is set without `relative_step`.
         ValueError: If `impl` is invalid, or "fused" where the device target has no fused kernel.
 
     Supported Platforms:
@@ -158,7 +158,7 @@ class Came(nn.Optimizer):
                              f"but got relative_step={relative_step}.")
         if learning_rate is None and not relative_step:
             raise ValueError(f"For '{name}', 'learning_rate' is None: give one, or set relative_step=True.")
-        self._check_group_weight_decay(name, params)
+        self._check_groups(name, params, relative_step)
         check.check_impl(name, impl)
         resolved_impl = kernels.resolve_impl(impl, "came", name)
 
@@ -181,8 +181,11 @@ class Came(nn.Optimizer):
                                                        lambda: _select_update_fns(resolved_impl))
 
     @staticmethod
-    def _check_group_weight_decay(name, params):
-        for group in params if isinstance(params, list) else []:
+    def _check_groups(name, params, relative_step):
+        for index, group in enumerate(params):
+            if isinstance(group, dict) and "lr" in group and relative_step:
+                raise ValueError(f"For '{name}', group {index} gives 'lr' ({group['lr']!r}), which can not be "
+                                 f"combined with relative_step=True, which computes its own.")
             if isinstance(group, dict) and "weight_decay" in group:
                 value = group["weight_decay"]
                 check.check_type(name, "weight_decay", value, (float, int), "float or int")

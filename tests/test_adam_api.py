@@ -331,6 +331,11 @@ def _groups(net):
 
 
 PARITY_CASES = {
+    "dense": (lambda net: net.trainable_params(), dict),
+    "nesterov": (lambda net: net.trainable_params(), lambda: {"use_nesterov": True}),
+    "amsgrad": (lambda net: net.trainable_params(), lambda: {"use_amsgrad": True}),
+    "offload": (lambda net: net.trainable_params(), lambda: {"use_offload": True}),
+    "lazy_dense_gradients": (lambda net: net.trainable_params(), lambda: {"use_lazy": True}),
     "weight_decay": (lambda net: net.trainable_params(), lambda: {"weight_decay": 0.01}),
     "loss_scale": (lambda net: net.trainable_params(), lambda: {"loss_scale": 8.0}),
     "groups": (_groups, lambda: {"learning_rate": 0.02}),

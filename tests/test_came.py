@@ -36,9 +36,9 @@ def _state(opt):
     return {p.name: ops.cast(p, ms.float32).asnumpy() for p in tensors}
 
 
-def _run(impl, shapes=SHAPES, dtype=ms.float32, steps=STEPS, grad_scale=1.0, seed=1, **kwargs):
+def _run(impl, shapes=SHAPES, dtype=ms.float32, steps=STEPS, grad_scale=1.0, seed=1, params=None, **kwargs):
     kwargs.setdefault("learning_rate", None if kwargs.get("relative_step") else 0.01)
-    opt = ms_optim.Came(_params(shapes, dtype), impl=impl, **kwargs)
+    opt = ms_optim.Came(params or _params(shapes, dtype), impl=impl, **kwargs)
     assert opt.impl == impl
     rng = np.random.default_rng(seed)
     for _ in range(steps):
@@ -124,16 +124,39 @@ def test_reference_matches_numpy_oracle(mode, case):
 
 # ---- fused vs reference: parameter and every state, 7 steps, odd shapes
 
-@pytest.mark.parametrize("case", ["default", "scale_parameter", "weight_decay", "clip_and_betas", "warmup_init"])
+FUSED_CASES = {
+    **ORACLE_CASES,
+    "compression": {"compression": True},
+    "loss_scale": {"loss_scale": 64.0, "grad_scale": 64.0},
+    "groups": {"groups": True},
+}
+
+
+def _run_case(impl, dtype, case):
+    kwargs = dict(FUSED_CASES[case])
+    if kwargs.pop("groups", False):  # per-group learning rate and weight decay
+        params = _params(SHAPES, dtype)
+        kwargs["params"] = [{"params": params[:2], "lr": 0.02, "weight_decay": 0.1}, {"params": params[2:]}]
+    return _run(impl, dtype=dtype, **kwargs)
+
+
+@pytest.mark.parametrize("case", sorted(FUSED_CASES))
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_fused_matches_reference(mode, case, dtype):
     dtype = {"float32": ms.float32, "float16": ms.float16}[dtype]
-    fused = _run("fused", dtype=dtype, **ORACLE_CASES[case])
-    reference = _run("reference", dtype=dtype, **ORACLE_CASES[case])
+    fused = _run_case("fused", dtype, case)
+    reference = _run_case("reference", dtype, case)
     assert fused.keys() == reference.keys()
     # reductions are summed in a different order on the two paths: equal to float32 rounding, not bit for bit
     rtol, atol = (2e-5, 1e-6) if dtype == ms.float32 else (2e-3, 2e-3)
     for name in reference:
+        if case == "compression" and dtype == ms.float32:
+            # float16 state: a last-bit float32 difference can flip one float16 rounding of m, which then stays.
+            # Allow that for a few elements (at a float16 tolerance), and float32 agreement for all others.
+            close = np.isclose(fused[name], reference[name], rtol=rtol, atol=atol)
+            assert close.mean() >= 0.99, f"{case}: {name}: {np.count_nonzero(~close)} of {close.size} differ"
+            np.testing.assert_allclose(fused[name], reference[name], rtol=2e-3, atol=1e-4, err_msg=f"{case}: {name}")
+            continue
         np.testing.assert_allclose(fused[name], reference[name], rtol=rtol, atol=atol, err_msg=f"{case}: {name}")
     assert not np.array_equal(fused["w3"], _initial((33, 65))), "the parameters did not move"
 
@@ -195,6 +218,19 @@ def test_group_weight_decay_and_lr(mode, impl):
     oracle_fast, _ = _oracle([(6, 5), (7,)], 3, lr=0.05)
     np.testing.assert_allclose(plain[0], oracle_slow[0], rtol=2e-5, atol=2e-6)
     np.testing.assert_allclose(fast[0], oracle_fast[0], rtol=2e-5, atol=2e-6)
+    oracle_decayed, _ = _oracle([(6, 5), (7,)], 3, lr=0.01, weight_decay=0.5)
+    np.testing.assert_allclose(decayed[0], oracle_decayed[0], rtol=2e-5, atol=2e-6)
+
+
+def test_group_lr_with_relative_step_is_refused(mode):
+    """relative_step computes the learning rate: a group's 'lr' would be silently ignored, so it is an error, as a
+    top-level learning_rate is."""
+    params = _params([(6, 5), (7,)])
+    before = [p.asnumpy().copy() for p in params]
+    with pytest.raises(ValueError, match="'lr'.*relative_step"):
+        ms_optim.Came([{"params": params[:1], "lr": 0.5}, {"params": params[1:]}], relative_step=True)
+    for p, value in zip(params, before):
+        np.testing.assert_array_equal(p.asnumpy(), value)
 
 
 def test_state_names_and_shapes_follow_mindformers():
@@ -280,25 +316,26 @@ def _net():
 
 
 def _train(loss_scale_manager=None, loss_scale=1, epochs=2, impl="auto"):
+    """{name: value} of the net's parameters and every optimizer state after Model.train."""
     net = _net()
     opt = ms_optim.Came(net.trainable_params(), learning_rate=0.01, loss_scale=loss_scale, impl=impl)
     model = Model(net, nn.MSELoss(), opt, loss_scale_manager=loss_scale_manager)
     model.train(epochs, _dataset(), dataset_sink_mode=False)
-    return [p.asnumpy() for p in net.trainable_params()], model
+    return {p.name: p.asnumpy() for p in opt.get_parameters()}
 
 
 def test_model_train_and_fixed_loss_scale_manager():
     ms.set_context(mode=ms.GRAPH_MODE)
-    plain, model = _train()
-    net = _net()
-    before = float(nn.MSELoss()(net(Tensor(np.ones((4, 6), np.float32))), Tensor(np.zeros((4, 3), np.float32))))
-    assert not np.allclose(plain[0], net.trainable_params()[0].asnumpy()), "training did not move the weights"
-    # The loss is scaled by 128 and the optimizer divides the gradients by it. (DynamicLossScaleManager:
-    # tests/test_loss_scale.py.)
-    fixed, _ = _train(ms.amp.FixedLossScaleManager(128.0, drop_overflow_update=False), loss_scale=128)
-    for a, b in zip(plain, fixed):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
-    assert before > 0
+    plain = _train()
+    first = _net().trainable_params()[0]
+    assert not np.allclose(plain[first.name], first.asnumpy()), "training did not move the weights"
+    # The loss is scaled by 128 and the optimizer divides the gradients by it. The states are compared too: with
+    # eps0 = 1e-30 the parameters alone would not show a forgotten unscaling (CAME's step is scale-free), the
+    # second moments would. (DynamicLossScaleManager: tests/test_loss_scale.py.)
+    fixed = _train(ms.amp.FixedLossScaleManager(128.0, drop_overflow_update=False), loss_scale=128)
+    assert sorted(fixed) == sorted(plain)
+    for name, value in plain.items():
+        np.testing.assert_allclose(fixed[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_checkpoint_round_trip_continues_on_the_same_trajectory(mode, tmp_path):

@@ -11,7 +11,7 @@ gradient g at step t (rows/columns are the last two axes; leading axes are indep
     I    = (u - m)^2 + eps2                  the instability of the update around its average
     Ri   = beta3*Ri + (1-beta3)*mean(I, -1)  Ci = beta3*Ci + (1-beta3)*mean(I, -2)
     p    = p + p*(-wd)*lr_t                  decoupled weight decay (when wd != 0)
-    p    = p - approx(Ri, Ci) * m * lr_t
+    p    = p - approx(Ri, Ci) * m * lr_t       m as stored: rounded to the state dtype (float16 with compression)
 Parameters with fewer than two axes keep a full second moment V = b2t*V + (1-b2t)*U, u = g / sqrt(V), and step
 by m * lr_t (no confidence term). ops/cpu/came.cc computes the same, element by element in this order.
 """
@@ -55,7 +55,8 @@ def came_factored(param, m, row, col, insta_row, insta_col, grad, lr, beta2t, hy
     new_insta_row = beta3 * _f32(insta_row) + (1.0 - beta3) * ops.mean(insta, -1)
     new_insta_col = beta3 * _f32(insta_col) + (1.0 - beta3) * ops.mean(insta, -2)
     p = p + p * (-wd) * lr_t
-    p = p - approx_inverse_sqrt(new_insta_row, new_insta_col) * new_m * lr_t
+    # The step uses m as stored (rounded to the state dtype): the fused kernel reads it back in its last pass.
+    p = p - approx_inverse_sqrt(new_insta_row, new_insta_col) * _f32(F.cast(new_m, F.dtype(m))) * lr_t
     success = True
     for ref, value in ((row, new_row), (col, new_col), (m, new_m), (insta_row, new_insta_row),
                        (insta_col, new_insta_col), (param, p)):

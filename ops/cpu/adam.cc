@@ -136,7 +136,8 @@ int AdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, const ch
 
 // Lazy Adam for a sparse gradient (values, indices): only the rows named by indices change, in param, m and v.
 //   param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, values, indices -> flag
-// Duplicate indices are summed first (in the order they appear), as nn.Adam's lazy CPU kernel does.
+// Duplicate indices are summed first (in the order they appear), as the gradient of a row looked up twice is the
+// sum; nn.Adam's lazy CPU kernel instead applies one step per occurrence (docs/adam.md).
 template <bool kNesterov>
 int LazyAdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   const AotArgs a{nparam, params, ndims, shapes, dtypes};

@@ -1,5 +1,6 @@
 // Fused CAME kernels for the CPU (mindspore.ops.Custom, func_type="aot"): the whole update of one parameter,
-// row/column reductions included, in four passes over memory for factored parameters:
+// row/column reductions included, in four passes over memory for factored parameters (five with scale_parameter,
+// whose RMS(p) is one more read of p):
 //   A  read g (and p):  row and column means of U = g*g + eps0 (and RMS(p) for scale_parameter)
 //   B  read g:          RMS of u = g * rsqrt(R[r] / mean(R)) * rsqrt(C[c])
 //   C  read g, m:       u *= 1/max(RMS(u)/clip, 1); m = beta1 m + (1-beta1) u (written);
