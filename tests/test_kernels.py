@@ -22,8 +22,11 @@ VARIANTS = {
     "dense": {},
     "nesterov": {"use_nesterov": True},
     "amsgrad": {"use_amsgrad": True},
-    "offload": {"use_offload": True},
-    "lazy": {"use_lazy": True},
+    # On a CPU target these two run the dense in-place kernel (dense gradients; offload is already on the host):
+    # the rows check that the options select it and change nothing. The lazy and increment kernels have their own
+    # tests below (test_lazy_kernel_..., test_offload_delta_kernel_..., test_offload_on_an_accelerator_target).
+    "offload_on_cpu_target": {"use_offload": True},
+    "lazy_dense_gradients": {"use_lazy": True},
 }
 STEPS = 7
 
@@ -153,20 +156,22 @@ def test_fused_matches_reference(mode, variant, dtype):
         "the parameters did not move"
 
 
-def test_lazy_kernel_matches_reference_and_touches_only_named_rows():
+@pytest.mark.parametrize("nesterov", [False, True], ids=["plain", "nesterov"])
+def test_lazy_kernel_matches_reference_and_touches_only_named_rows(nesterov):
     """Lazy Adam on (values, indices) with a duplicate index: the fused kernel gives the reference path's numbers
     over 7 steps, and rows the gradient does not name keep their parameter, m and v.
 
     The update functions are driven directly here; test_sparse_gradients_end_to_end runs them from a net."""
     from ms_optim.functional import adam as reference
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    lazy_kernel = kernels.inplace_kernel("adam", "MsOptimLazyAdam", ("param", "m", "v"),
+    lazy_kernel = kernels.inplace_kernel("adam", "MsOptimLazyAdamNesterov" if nesterov else "MsOptimLazyAdam",
+                                         ("param", "m", "v"),
                                          ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps", "values",
                                           "indices"))
     initial = np.linspace(-1, 1, 40, dtype=np.float32).reshape(10, 4)
     indices = Tensor(np.array([1, 3, 3, 8], np.int32))
     results = []
-    for fn in (lazy_kernel, reference.lazy_adam):
+    for fn in (lazy_kernel, reference.lazy_adam_nesterov if nesterov else reference.lazy_adam):
         param = Parameter(Tensor(initial.copy()), name="emb")
         m = Parameter(Tensor(np.zeros((10, 4), np.float32)), name="m")
         v = Parameter(Tensor(np.zeros((10, 4), np.float32)), name="v")
@@ -377,16 +382,17 @@ def test_library_is_built_on_first_use_into_the_cache(tmp_path, monkeypatch):
     assert _build.locate_library("adam") == path and os.path.getmtime(path) == mtime
 
 
-def test_offload_delta_kernel_matches_reference():
+@pytest.mark.parametrize("nesterov", [False, True], ids=["plain", "nesterov"])
+def test_offload_delta_kernel_matches_reference(nesterov):
     """The increment kernel used for offloaded updates on accelerator targets (on a CPU target the in-place
     kernel serves use_offload): same increment and state as the reference path."""
     from ms_optim.functional import adam as reference
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    op = kernels.output_kernel("adam", "MsOptimAdamDelta", ("m", "v"),
+    op = kernels.output_kernel("adam", "MsOptimAdamNesterovDelta" if nesterov else "MsOptimAdamDelta", ("m", "v"),
                                ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps", "grad"), like_input=8)
     rng = np.random.default_rng(3)
     results = []
-    for fn in (op, reference.adam_delta):
+    for fn in (op, reference.adam_nesterov_delta if nesterov else reference.adam_delta):
         m = Parameter(Tensor(rng.standard_normal((33, 65)).astype(np.float32) * 0 + 0.1), name="m")
         v = Parameter(Tensor(np.full((33, 65), 0.01, np.float32)), name="v")
         scalars = [Tensor(x, ms.float32) for x in (0.9 ** 3, 0.999 ** 3, 0.01, 0.9, 0.999, 1e-8)]
@@ -397,3 +403,29 @@ def test_offload_delta_kernel_matches_reference():
         np.testing.assert_array_equal(fused, ref)
     assert np.abs(results[0][0]).max() > 0
     ms.set_context(mode=ms.GRAPH_MODE)
+
+
+@pytest.mark.parametrize("nesterov", [False, True], ids=["plain", "nesterov"])
+def test_offload_on_an_accelerator_target(mode, monkeypatch, nesterov):
+    """use_offload as it runs on a GPU or Ascend target: the increment kernel (pinned to the host CPU) plus AssignAdd
+    on the parameter. The target is faked, so the path runs here: fused and reference agree bit for bit on the
+    parameter and both moments over 7 steps, and follow nn.Adam(use_offload=True)."""
+    monkeypatch.setattr(kernels, "device_target", lambda: "GPU")
+    shapes = [(33, 65), (7,)]
+
+    def run(make):
+        params = [Parameter(Tensor(np.linspace(-1, 1, int(np.prod(s)), dtype=np.float32).reshape(s)), name=f"w{i}")
+                  for i, s in enumerate(shapes)]
+        opt = make(params)
+        rng = np.random.default_rng(1)
+        for _ in range(STEPS):
+            opt(tuple(Tensor(rng.standard_normal(s).astype(np.float32)) for s in shapes))
+        return opt, [t.asnumpy() for t in (*params, *opt.moment1, *opt.moment2)]
+
+    fused_opt, fused = run(lambda p: ms_optim.Adam(p, 0.01, use_offload=True, use_nesterov=nesterov, impl="fused"))
+    assert fused_opt._offload_delta, "the increment (accelerator) path did not run"
+    _, reference = run(lambda p: ms_optim.Adam(p, 0.01, use_offload=True, use_nesterov=nesterov, impl="reference"))
+    _, peer = run(lambda p: nn.Adam(p, 0.01, use_offload=True, use_nesterov=nesterov))
+    for ours, ref, theirs in zip(fused, reference, peer):
+        np.testing.assert_array_equal(ours, ref)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)
