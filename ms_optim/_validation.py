@@ -29,12 +29,13 @@ def check_open_unit_interval(cls_name, arg_name, value):
     return value
 
 
-def check_positive_float(cls_name, arg_name, value):
-    """A finite float greater than 0 (nn.Adam refuses an infinite eps too)."""
+def check_positive_float(cls_name, arg_name, value, finite=False):
+    """A float greater than 0; with ``finite``, not infinite either (nn.Adam refuses an infinite eps)."""
     check_float(cls_name, arg_name, value)
-    if not 0.0 < value < math.inf:
-        raise ValueError(f"For '{cls_name}', the '{arg_name}' must be a finite number greater than 0, "
-                         f"but got {value}.")
+    if not value > 0.0:
+        raise ValueError(f"For '{cls_name}', the '{arg_name}' must be greater than 0, but got {value}.")
+    if finite and math.isinf(value):
+        raise ValueError(f"For '{cls_name}', the '{arg_name}' must be finite, but got {value}.")
     return value
 
 

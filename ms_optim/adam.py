@@ -188,7 +188,7 @@ class Adam(nn.Optimizer):
         use_offload = kwargs.get("use_offload", False)
         check.check_open_unit_interval(name, beta_names[0], beta1)
         check.check_open_unit_interval(name, beta_names[1], beta2)
-        check.check_positive_float(name, "eps", eps)
+        check.check_positive_float(name, "eps", eps, finite=True)
         for flag, value in (("use_locking", use_locking), ("use_nesterov", use_nesterov),
                             ("use_amsgrad", use_amsgrad), ("use_lazy", use_lazy), ("use_offload", use_offload)):
             check.check_bool(name, flag, value)

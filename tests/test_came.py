@@ -251,7 +251,8 @@ def test_state_names_and_shapes_follow_mindformers():
 # ---- errors: documented type, message naming the argument, in both modes, nothing modified
 
 ERROR_CASES = [
-    ({"learning_rate": "fast"}, (TypeError, ValueError), "learning"),
+    ({"learning_rate": "fast"}, TypeError, "learning_rate"),
+    ({"clip_threshold": 1}, TypeError, "clip_threshold"),
     ({"decay_rate": 1}, TypeError, "decay_rate"),
     ({"weight_decay": "0"}, TypeError, "weight_decay"),
     ({"beta1": 1}, TypeError, "beta1"),
@@ -297,8 +298,17 @@ def test_documented_errors(mode, kwargs, error, names):
 
 
 def test_bad_parameter_list(mode):
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="params"):
         ms_optim.Came([1.0, 2.0], learning_rate=0.01)
+    with pytest.raises(ValueError, match="params"):
+        ms_optim.Came([], learning_rate=0.01)
+
+
+@pytest.mark.parametrize("value,error", [("0.1", TypeError), (1.5, ValueError), (-0.1, ValueError)])
+def test_bad_group_weight_decay(mode, value, error):
+    params = _params([(6, 5), (7,)])
+    with pytest.raises(error, match="weight_decay"):
+        ms_optim.Came([{"params": params[:1], "weight_decay": value}, {"params": params[1:]}], learning_rate=0.01)
 
 
 # ---- integration: Model.train, loss-scale managers, checkpoint round trip
