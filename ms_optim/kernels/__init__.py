@@ -107,24 +107,26 @@ def _checked(symbol, names, out_shape, out_dtype):
     return check_shapes, check_dtypes
 
 
+def _kernel(family, symbol, written, read, out_shape, out_dtype):
+    """A primitive running ``symbol`` of ``family``'s library, writing the ``written`` inputs in place; its output
+    is ``out_shape(input shapes)`` / ``out_dtype(input dtypes)``, after the checks of ``_checked``."""
+    written, read = tuple(written), tuple(read)
+    out_shape, out_dtype = _checked(symbol, written + read, out_shape, out_dtype)
+    op = _custom_class(written, read)(f"{locate_library(family)}:{symbol}", out_shape=out_shape, out_dtype=out_dtype,
+                                      func_type="aot")
+    op.add_prim_attr("side_effect_mem", True)
+    return op
+
+
 def inplace_kernel(family, symbol, written, read):
     """A primitive running ``symbol`` of ``family``'s library, writing the ``written`` inputs in place.
 
     It returns a float32 flag of shape (1,); the update itself is the side effect.
     """
-    cls = _custom_class(tuple(written), tuple(read))
-    out_shape, out_dtype = _checked(symbol, tuple(written) + tuple(read), lambda _: (1,), lambda _: ms.float32)
-    op = cls(f"{locate_library(family)}:{symbol}", out_shape=out_shape, out_dtype=out_dtype, func_type="aot")
-    op.add_prim_attr("side_effect_mem", True)
-    return op
+    return _kernel(family, symbol, written, read, lambda _: (1,), lambda _: ms.float32)
 
 
 def output_kernel(family, symbol, written, read, like_input):
     """A primitive running ``symbol`` that writes ``written`` in place and returns one tensor shaped and typed
     like input number ``like_input``."""
-    cls = _custom_class(tuple(written), tuple(read))
-    out_shape, out_dtype = _checked(symbol, tuple(written) + tuple(read),
-                                    lambda shapes: shapes[like_input], lambda dtypes: dtypes[like_input])
-    op = cls(f"{locate_library(family)}:{symbol}", out_shape=out_shape, out_dtype=out_dtype, func_type="aot")
-    op.add_prim_attr("side_effect_mem", True)
-    return op
+    return _kernel(family, symbol, written, read, lambda shapes: shapes[like_input], lambda dtypes: dtypes[like_input])
