@@ -11,9 +11,13 @@
 #include <condition_variable>
 #include <mutex>
 #include <cmath>
+#include <cstdarg>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -29,6 +33,36 @@ enum Status : int {
   kBadScalar = 4,
   kBadIndex = 5,
 };
+
+inline const char *StatusName(int code) {
+  switch (code) {
+    case kBadArgCount: return "wrong number of arguments";
+    case kBadDtype: return "unsupported or mismatched dtype";
+    case kBadShape: return "mismatched shape";
+    case kBadScalar: return "bad scalar argument";
+    case kBadIndex: return "index out of range";
+    default: return "error";
+  }
+}
+
+// Why the last call on this thread was refused; set by Reject, read by the export wrapper (and by C callers
+// through MsOptimLastError).
+inline std::string &LastError() {
+  thread_local std::string message;
+  return message;
+}
+
+// Records what was wrong (printf-style; name the argument and the values) and returns `code`. Every refusal
+// goes through here, so the user sees the kernel, the argument and the reason instead of a bare number.
+__attribute__((format(printf, 2, 3))) inline int Reject(int code, const char *format, ...) {
+  char buffer[512];
+  va_list args;
+  va_start(args, format);
+  std::vsnprintf(buffer, sizeof(buffer), format, args);
+  va_end(args);
+  LastError() = buffer;
+  return code;
+}
 
 enum class DType { kF32, kF16, kBF16, kI32, kI64, kOther };
 
@@ -69,7 +103,29 @@ struct AotArgs {
   // A float32 tensor holding exactly one element (0-d or shape (1,)).
   bool is_f32_scalar(int i) const { return dtype(i) == DType::kF32 && numel(i) == 1; }
   float scalar(int i) const { return *static_cast<const float *>(params[i]); }
+  // "[3, 4]", for messages
+  std::string shape_str(int i) const {
+    std::string out = "[";
+    for (int d = 0; d < ndims[i]; ++d) out += (d ? ", " : "") + std::to_string(shapes[i][d]);
+    return out + "]";
+  }
+  // Refusal helpers: the named argument `name` (input i) against `other` (input j).
+  int reject_shape(int i, const char *name, int j, const char *other) const {
+    return Reject(kBadShape, "'%s' has shape %s, but '%s' has %s", name, shape_str(i).c_str(), other,
+                  shape_str(j).c_str());
+  }
+  int reject_dtype(int i, const char *name, const char *want) const {
+    return Reject(kBadDtype, "'%s' has dtype %s, expected %s", name, dtypes[i], want);
+  }
+  int reject_scalar(int i, const char *name) const {
+    return Reject(kBadScalar, "'%s' must be a float32 scalar, but has dtype %s and shape %s", name, dtypes[i],
+                  shape_str(i).c_str());
+  }
 };
+
+inline int RejectArgCount(int nparam, int expected) {
+  return Reject(kBadArgCount, "got %d inputs and outputs, expected %d", nparam, expected);
+}
 
 // ---- storage types: every kernel loads to float32, computes in float32, stores back rounded to nearest even.
 struct f16_t { uint16_t bits; };
@@ -249,7 +305,7 @@ int DispatchFloat(DType dtype, Fn &&fn) {
     case DType::kF32: return fn(float{});
     case DType::kF16: return fn(f16_t{});
     case DType::kBF16: return fn(bf16_t{});
-    default: return kBadDtype;
+    default: return Reject(kBadDtype, "parameters and their state must be float32, float16 or bfloat16");
   }
 }
 
@@ -270,10 +326,32 @@ int DispatchFloatPair(DType param_dtype, DType state_dtype, Fn &&fn) {
 #define MS_OPTIM_SIMD_CLONES
 #endif
 
+namespace ms_optim {
+// A refused call as MindSpore reports it: MindSpore catches std::exception around an AOT kernel and puts what()
+// into its error ("... Error message is <what>"), where a bare return code would read "Return value ... is 3".
+[[noreturn]] inline void ThrowRefusal(const char *symbol, int code) {
+  std::string message = std::string("ms_optim kernel '") + symbol + "' refused its inputs (" + StatusName(code) +
+                        ", code " + std::to_string(code) + ")";
+  if (!LastError().empty()) message += ": " + LastError();
+  throw std::runtime_error(message + "; nothing was written.");
+}
+}  // namespace ms_optim
+
 // Exports `SYMBOL` with the AOT signature, forwarding to ms_optim::<the rest> (a function or template instance).
+// MindSpore always passes its AotExtra as `extra`: a refusal is thrown for it to report. A plain C caller (the
+// tests, through ctypes) passes null and gets the code, and the reason from MsOptimLastError().
 #define MS_OPTIM_EXPORT_KERNEL(SYMBOL, ...)                                                                    \
   extern "C" __attribute__((visibility("default"))) int SYMBOL(int nparam, void **params, int *ndims,           \
                                                               int64_t **shapes, const char **dtypes, void *,  \
-                                                              void *) {                                       \
-    return ms_optim::__VA_ARGS__(nparam, params, ndims, shapes, dtypes);                                      \
+                                                              void *extra) {                                  \
+    ms_optim::LastError().clear();                                                                             \
+    const int status = ms_optim::__VA_ARGS__(nparam, params, ndims, shapes, dtypes);                          \
+    if (status != ms_optim::kOk && extra != nullptr) ms_optim::ThrowRefusal(#SYMBOL, status);                 \
+    return status;                                                                                             \
+  }
+
+// Exported once per library (each family's .cc invokes it): the reason for the last refusal on this thread.
+#define MS_OPTIM_EXPORT_LAST_ERROR()                                                                           \
+  extern "C" __attribute__((visibility("default"))) const char *MsOptimLastError() {                           \
+    return ms_optim::LastError().c_str();                                                                      \
   }

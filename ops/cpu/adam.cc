@@ -20,8 +20,9 @@ struct AdamScalars {
 
 // Inputs b1p, b2p, lr, beta1, beta2, eps start at `first`; all must be float32 scalars.
 int ReadAdamScalars(const AotArgs &a, int first, AdamScalars *s) {
+  static const char *const names[] = {"beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps"};
   for (int i = first; i < first + 6; ++i) {
-    if (!a.is_f32_scalar(i)) return kBadScalar;
+    if (!a.is_f32_scalar(i)) return a.reject_scalar(i, names[i - first]);
   }
   const float beta1_power = a.scalar(first), beta2_power = a.scalar(first + 1), lr = a.scalar(first + 2);
   s->beta1 = a.scalar(first + 3);
@@ -95,18 +96,21 @@ int AdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, const ch
   const int param_i = kDelta ? -1 : 0;
   const int m_i = kDelta ? 0 : 1, v_i = m_i + 1, vhat_i = kAmsgrad ? v_i + 1 : -1;
   const int scalars_i = (kAmsgrad ? vhat_i : v_i) + 1, grad_i = scalars_i + 6, out_i = grad_i + 1;
-  if (nparam != out_i + 1) return kBadArgCount;
+  if (nparam != out_i + 1) return RejectArgCount(nparam, out_i + 1);
 
   // State tensors share the shape of the gradient; parameter and gradient share shape and dtype.
-  for (int i : {param_i, m_i, v_i, vhat_i}) {
-    if (i >= 0 && !a.same_shape(i, grad_i)) return kBadShape;
+  const std::pair<int, const char *> tensors[] = {{param_i, "param"}, {m_i, "m"}, {v_i, "v"}, {vhat_i, "vhat"}};
+  for (const auto &[i, name] : tensors) {
+    if (i >= 0 && !a.same_shape(i, grad_i)) return a.reject_shape(i, name, grad_i, "grad");
   }
   const DType grad_t = a.dtype(grad_i), state_t = a.dtype(m_i);
-  if (a.dtype(v_i) != state_t || (kAmsgrad && a.dtype(vhat_i) != state_t)) return kBadDtype;
+  if (a.dtype(v_i) != state_t) return a.reject_dtype(v_i, "v", dtypes[m_i]);
+  if (kAmsgrad && a.dtype(vhat_i) != state_t) return a.reject_dtype(vhat_i, "vhat", dtypes[m_i]);
   if (kDelta) {
-    if (!a.same_shape(out_i, grad_i) || a.dtype(out_i) != grad_t) return kBadShape;
+    if (!a.same_shape(out_i, grad_i)) return a.reject_shape(out_i, "delta", grad_i, "grad");
+    if (a.dtype(out_i) != grad_t) return a.reject_dtype(out_i, "delta", dtypes[grad_i]);
   } else if (a.dtype(param_i) != grad_t) {
-    return kBadDtype;
+    return a.reject_dtype(grad_i, "grad", dtypes[param_i]);
   }
   AdamScalars s;
   if (int st = ReadAdamScalars(a, scalars_i, &s); st != kOk) return st;
@@ -142,16 +146,22 @@ template <bool kNesterov>
 int LazyAdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   const AotArgs a{nparam, params, ndims, shapes, dtypes};
   constexpr int kParam = 0, kM = 1, kV = 2, kScalars = 3, kValues = 9, kIndices = 10, kOut = 11;
-  if (nparam != kOut + 1) return kBadArgCount;
-  if (!a.same_shape(kParam, kM) || !a.same_shape(kParam, kV) || ndims[kParam] < 1) return kBadShape;
-  if (ndims[kIndices] != 1 || ndims[kValues] != ndims[kParam] || shapes[kValues][0] != shapes[kIndices][0])
-    return kBadShape;
-  for (int d = 1; d < ndims[kParam]; ++d) {
-    if (shapes[kValues][d] != shapes[kParam][d]) return kBadShape;
+  if (nparam != kOut + 1) return RejectArgCount(nparam, kOut + 1);
+  if (ndims[kParam] < 1) return Reject(kBadShape, "'param' must have at least one axis, but has shape []");
+  if (!a.same_shape(kM, kParam)) return a.reject_shape(kM, "m", kParam, "param");
+  if (!a.same_shape(kV, kParam)) return a.reject_shape(kV, "v", kParam, "param");
+  if (ndims[kIndices] != 1) return Reject(kBadShape, "'indices' must be 1-D, but has shape %s", a.shape_str(kIndices).c_str());
+  bool rows_match = ndims[kValues] == ndims[kParam] && shapes[kValues][0] == shapes[kIndices][0];
+  for (int d = 1; rows_match && d < ndims[kParam]; ++d) rows_match = shapes[kValues][d] == shapes[kParam][d];
+  if (!rows_match) {
+    return Reject(kBadShape, "'values' has shape %s, expected one row of 'param' (shape %s) per index (%lld)",
+                  a.shape_str(kValues).c_str(), a.shape_str(kParam).c_str(),
+                  static_cast<long long>(ndims[kIndices] == 1 ? shapes[kIndices][0] : -1));
   }
   const DType param_t = a.dtype(kParam), state_t = a.dtype(kM), index_t = a.dtype(kIndices);
-  if (a.dtype(kValues) != param_t || a.dtype(kV) != state_t) return kBadDtype;
-  if (index_t != DType::kI32 && index_t != DType::kI64) return kBadDtype;
+  if (a.dtype(kValues) != param_t) return a.reject_dtype(kValues, "values", dtypes[kParam]);
+  if (a.dtype(kV) != state_t) return a.reject_dtype(kV, "v", dtypes[kM]);
+  if (index_t != DType::kI32 && index_t != DType::kI64) return a.reject_dtype(kIndices, "indices", "int32 or int64");
   AdamScalars s;
   if (int st = ReadAdamScalars(a, kScalars, &s); st != kOk) return st;
   *static_cast<float *>(params[kOut]) = 1.0f;
@@ -163,7 +173,10 @@ int LazyAdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, cons
   for (int64_t k = 0; k < nnz; ++k) {
     int64_t row = index_t == DType::kI32 ? static_cast<const int32_t *>(params[kIndices])[k]
                                          : static_cast<const int64_t *>(params[kIndices])[k];
-    if (row < 0 || row >= rows) return kBadIndex;
+    if (row < 0 || row >= rows) {
+      return Reject(kBadIndex, "'indices'[%lld] is %lld, outside the %lld rows of 'param'", static_cast<long long>(k),
+                    static_cast<long long>(row), static_cast<long long>(rows));
+    }
     order[k] = {row, k};
   }
   std::stable_sort(order.begin(), order.end(),
@@ -205,6 +218,7 @@ int LazyAdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, cons
 }  // namespace
 }  // namespace ms_optim
 
+MS_OPTIM_EXPORT_LAST_ERROR()
 MS_OPTIM_EXPORT_KERNEL(MsOptimAdam, AdamKernel<false, false, false>)
 MS_OPTIM_EXPORT_KERNEL(MsOptimAdamNesterov, AdamKernel<true, false, false>)
 MS_OPTIM_EXPORT_KERNEL(MsOptimAdamAmsgrad, AdamKernel<false, true, false>)

@@ -21,8 +21,12 @@ struct CameHyper {
 };
 
 int ReadHyper(const AotArgs &a, int lr_i, int beta2t_i, int hyper_i, float *lr, float *beta2t, CameHyper *h) {
-  if (!a.is_f32_scalar(lr_i) || !a.is_f32_scalar(beta2t_i)) return kBadScalar;
-  if (a.dtype(hyper_i) != DType::kF32 || a.numel(hyper_i) != 8) return kBadScalar;
+  if (!a.is_f32_scalar(lr_i)) return a.reject_scalar(lr_i, "lr");
+  if (!a.is_f32_scalar(beta2t_i)) return a.reject_scalar(beta2t_i, "beta2t");
+  if (a.dtype(hyper_i) != DType::kF32 || a.numel(hyper_i) != 8) {
+    return Reject(kBadScalar, "'hyper' must be 8 float32 values, but has dtype %s and shape %s", a.dtypes[hyper_i],
+                  a.shape_str(hyper_i).c_str());
+  }
   const float *x = static_cast<const float *>(a.params[hyper_i]);
   *lr = a.scalar(lr_i);
   *beta2t = a.scalar(beta2t_i);
@@ -233,21 +237,31 @@ int CameFactored(int nparam, void **params, int *ndims, int64_t **shapes, const 
   const AotArgs a{nparam, params, ndims, shapes, dtypes};
   constexpr int kParam = 0, kM = 1, kRow = 2, kCol = 3, kIRow = 4, kICol = 5, kGrad = 6, kLr = 7, kBeta2t = 8,
                 kHyper = 9, kOut = 10;
-  if (nparam != kOut + 1) return kBadArgCount;
+  if (nparam != kOut + 1) return RejectArgCount(nparam, kOut + 1);
   const int nd = ndims[kParam];
-  if (nd < 2 || !a.same_shape(kParam, kGrad) || !a.same_shape(kParam, kM)) return kBadShape;
-  for (int i : {kRow, kIRow}) {  // rows: param.shape[:-1]
-    if (!SameShape(ndims[i], shapes[i], nd - 1, shapes[kParam])) return kBadShape;
+  if (nd < 2) return Reject(kBadShape, "'param' must have two or more axes, but has shape %s", a.shape_str(kParam).c_str());
+  if (!a.same_shape(kGrad, kParam)) return a.reject_shape(kGrad, "grad", kParam, "param");
+  if (!a.same_shape(kM, kParam)) return a.reject_shape(kM, "m", kParam, "param");
+  const std::pair<int, const char *> row_states[] = {{kRow, "row"}, {kIRow, "insta_row"}};
+  for (const auto &[i, name] : row_states) {  // rows: param.shape[:-1]
+    if (!SameShape(ndims[i], shapes[i], nd - 1, shapes[kParam])) {
+      return Reject(kBadShape, "'%s' has shape %s, expected param.shape[:-1] (param: %s)", name,
+                    a.shape_str(i).c_str(), a.shape_str(kParam).c_str());
+    }
   }
-  for (int i : {kCol, kICol}) {  // cols: param.shape[:-2] + param.shape[-1:]
+  const std::pair<int, const char *> col_states[] = {{kCol, "col"}, {kICol, "insta_col"}};
+  for (const auto &[i, name] : col_states) {  // cols: param.shape[:-2] + param.shape[-1:]
     if (ndims[i] != nd - 1 || shapes[i][nd - 2] != shapes[kParam][nd - 1] ||
-        !SameShape(nd - 2, shapes[i], nd - 2, shapes[kParam]))
-      return kBadShape;
+        !SameShape(nd - 2, shapes[i], nd - 2, shapes[kParam])) {
+      return Reject(kBadShape, "'%s' has shape %s, expected param.shape[:-2] + param.shape[-1:] (param: %s)", name,
+                    a.shape_str(i).c_str(), a.shape_str(kParam).c_str());
+    }
   }
   const DType param_t = a.dtype(kParam), state_t = a.dtype(kM);
-  if (a.dtype(kGrad) != param_t) return kBadDtype;
-  for (int i : {kRow, kCol, kIRow, kICol}) {
-    if (a.dtype(i) != state_t) return kBadDtype;
+  if (a.dtype(kGrad) != param_t) return a.reject_dtype(kGrad, "grad", dtypes[kParam]);
+  const std::pair<int, const char *> states[] = {{kRow, "row"}, {kCol, "col"}, {kIRow, "insta_row"}, {kICol, "insta_col"}};
+  for (const auto &[i, name] : states) {
+    if (a.dtype(i) != state_t) return a.reject_dtype(i, name, dtypes[kM]);
   }
   float lr, beta2t;
   CameHyper h;
@@ -315,10 +329,13 @@ int CameFactored(int nparam, void **params, int *ndims, int64_t **shapes, const 
 int CameUnfactored(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   const AotArgs a{nparam, params, ndims, shapes, dtypes};
   constexpr int kParam = 0, kM = 1, kSq = 2, kGrad = 3, kLr = 4, kBeta2t = 5, kHyper = 6, kOut = 7;
-  if (nparam != kOut + 1) return kBadArgCount;
-  if (!a.same_shape(kParam, kGrad) || !a.same_shape(kParam, kM) || !a.same_shape(kParam, kSq)) return kBadShape;
+  if (nparam != kOut + 1) return RejectArgCount(nparam, kOut + 1);
+  if (!a.same_shape(kGrad, kParam)) return a.reject_shape(kGrad, "grad", kParam, "param");
+  if (!a.same_shape(kM, kParam)) return a.reject_shape(kM, "m", kParam, "param");
+  if (!a.same_shape(kSq, kParam)) return a.reject_shape(kSq, "sq", kParam, "param");
   const DType param_t = a.dtype(kParam), state_t = a.dtype(kM);
-  if (a.dtype(kGrad) != param_t || a.dtype(kSq) != state_t) return kBadDtype;
+  if (a.dtype(kGrad) != param_t) return a.reject_dtype(kGrad, "grad", dtypes[kParam]);
+  if (a.dtype(kSq) != state_t) return a.reject_dtype(kSq, "sq", dtypes[kM]);
   float lr, beta2t;
   CameHyper h;
   if (int st = ReadHyper(a, kLr, kBeta2t, kHyper, &lr, &beta2t, &h); st != kOk) return st;
@@ -381,5 +398,6 @@ int CameUnfactored(int nparam, void **params, int *ndims, int64_t **shapes, cons
 }  // namespace
 }  // namespace ms_optim
 
+MS_OPTIM_EXPORT_LAST_ERROR()
 MS_OPTIM_EXPORT_KERNEL(MsOptimCameFactored, CameFactored)
 MS_OPTIM_EXPORT_KERNEL(MsOptimCameUnfactored, CameUnfactored)
