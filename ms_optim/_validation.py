@@ -29,11 +29,21 @@ def check_open_unit_interval(cls_name, arg_name, value):
     return value
 
 
+# The smallest positive float32 (a subnormal, 2^-149): every hyper-parameter reaches the kernels as a float32,
+# and anything up to half of it rounds to 0 there.
+_FLOAT32_TINY = 2.0 ** -149
+
+
 def check_positive_float(cls_name, arg_name, value, finite=False):
-    """A float greater than 0; with ``finite``, not infinite either (nn.Adam refuses an infinite eps)."""
+    """A float greater than 0 that stays greater than 0 in float32 (the kernels' precision: an eps of 1e-50 would
+    be 0 there and turn zero gradients into NaN); with ``finite``, not infinite either (nn.Adam refuses an
+    infinite eps)."""
     check_float(cls_name, arg_name, value)
     if not value > 0.0:
         raise ValueError(f"For '{cls_name}', the '{arg_name}' must be greater than 0, but got {value}.")
+    if value <= _FLOAT32_TINY / 2:
+        raise ValueError(f"For '{cls_name}', the '{arg_name}' must be at least {_FLOAT32_TINY:.4g}, the smallest "
+                         f"positive float32 (the precision of the update), but got {value}, which is 0 there.")
     if finite and math.isinf(value):
         raise ValueError(f"For '{cls_name}', the '{arg_name}' must be finite, but got {value}.")
     return value
@@ -108,12 +118,23 @@ def check_params(cls_name, params):
                 if not isinstance(p, Parameter):
                     raise TypeError(f"For '{cls_name}', the elements of 'params' in group {index} must be "
                                     f"Parameter, but got {p!r} with type '{type(p).__name__}'.")
+                _check_param_dtype(cls_name, p)
         return params
     for p in params:
         if not isinstance(p, Parameter):
             raise TypeError(f"For '{cls_name}', the elements of 'params' must be all Parameter or all dict, "
                             f"but got {p!r} with type '{type(p).__name__}'.")
+        _check_param_dtype(cls_name, p)
     return params
+
+
+def _check_param_dtype(cls_name, param):
+    """float16, float32 or bfloat16: what every update path stores (float32 math). Refused here, a float64 or
+    integer parameter cannot stop a step halfway, after the parameters before it had been updated."""
+    from mindspore import dtype as mstype
+    if param.dtype not in (mstype.float16, mstype.float32, mstype.bfloat16):
+        raise TypeError(f"For '{cls_name}', every parameter must be float16, float32 or bfloat16, but "
+                        f"'{param.name}' is {param.dtype}.")
 
 
 def check_loss_scale(cls_name, value):

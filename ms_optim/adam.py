@@ -101,24 +101,24 @@ class Adam(nn.Optimizer):
         params (Union[list[Parameter], list[dict]]): Parameters to update, or groups of them as dicts with the
             keys "params", "lr", "weight_decay", "grad_centralization" and "order_params", as in
             :class:`mindspore.nn.Optimizer`.
-        learning_rate (Union[float, int, Tensor, Iterable, LearningRateSchedule]): Default: ``1e-3``.
-        beta1 (float): Decay of the first moment, in (0.0, 1.0). Default: ``0.9``.
-        beta2 (float): Decay of the second moment, in (0.0, 1.0). Default: ``0.999``.
-        eps (float): Added to the denominator, greater than 0. Default: ``1e-8``.
-        use_locking (bool): Accepted for compatibility with :class:`mindspore.nn.Adam`; updates never race
+        learning_rate (Union[float, int, Tensor, Iterable, LearningRateSchedule], optional): Default: ``1e-3``.
+        beta1 (float, optional): Decay of the first moment, in (0.0, 1.0). Default: ``0.9``.
+        beta2 (float, optional): Decay of the second moment, in (0.0, 1.0). Default: ``0.999``.
+        eps (float, optional): Added to the denominator, greater than 0. Default: ``1e-8``.
+        use_locking (bool, optional): Accepted for compatibility with :class:`mindspore.nn.Adam`; updates never race
             here. Default: ``False``.
-        use_nesterov (bool): Use Nesterov accelerated gradient. Default: ``False``.
-        weight_decay (Union[float, int, Cell]): L2 penalty added to the gradient. Without groups it skips
+        use_nesterov (bool, optional): Use Nesterov accelerated gradient. Default: ``False``.
+        weight_decay (Union[float, int, Cell], optional): L2 penalty added to the gradient. Without groups it skips
             parameters whose names contain "beta" or "gamma". Default: ``0.0``.
-        loss_scale (float): Gradients are divided by it. Default: ``1.0``.
-        use_amsgrad (bool): Keep the running maximum of the second moment (state ``vhat.*``). Default: ``False``.
+        loss_scale (float, optional): Gradients are divided by it. Default: ``1.0``.
+        use_amsgrad (bool, optional): Keep the running maximum of the second moment (state ``vhat.*``). Default: ``False``.
         lr (Union[float, int, Tensor, Iterable, LearningRateSchedule], optional): Alias of `learning_rate`.
         betas (tuple[float, float], optional): Alias of (`beta1`, `beta2`).
-        impl (str): ``"auto"`` (fused kernel where the device target has one), ``"fused"`` (error where it has
+        impl (str, optional): ``"auto"`` (fused kernel where the device target has one), ``"fused"`` (error where it has
             none) or ``"reference"`` (plain MindSpore ops). Default: ``"auto"``.
         kwargs:
-            - use_lazy (bool): With sparse (RowTensor) gradients, update only the rows they name. Default: ``False``.
-            - use_offload (bool): Run the update on the host CPU and add the result to the parameter.
+            - use_lazy (bool, optional): With sparse (RowTensor) gradients, update only the rows they name. Default: ``False``.
+            - use_offload (bool, optional): Run the update on the host CPU and add the result to the parameter.
               Default: ``False``.
 
     Inputs:
@@ -164,6 +164,8 @@ class Adam(nn.Optimizer):
         moment1.weight
     """
 
+    target = kernels.TARGET_PROPERTY
+
     def __init__(self, params, learning_rate=_LR_DEFAULT, beta1=_BETA1_DEFAULT, beta2=_BETA2_DEFAULT, eps=1e-8,
                  use_locking=False, use_nesterov=False, weight_decay=0.0, loss_scale=1.0, use_amsgrad=False,
                  *, lr=None, betas=None, impl="auto", **kwargs):
@@ -196,9 +198,8 @@ class Adam(nn.Optimizer):
             raise ValueError(f"For '{name}', 'use_lazy' and 'use_offload' can not both be True, "
                              f"but got use_lazy={use_lazy}, use_offload={use_offload}.")
         if use_amsgrad and (use_lazy or use_offload):
-            raise ValueError(f"For '{name}', 'use_amsgrad' can not be True together with 'use_lazy' or "
-                             f"'use_offload', but got use_amsgrad={use_amsgrad}, use_lazy={use_lazy}, "
-                             f"use_offload={use_offload}.")
+            raise ValueError(f"For lazy Adam and Adam with offload, there is no parameter named 'use_amsgrad', "
+                             f"but got 'use_amsgrad'={use_amsgrad} (use_lazy={use_lazy}, use_offload={use_offload}).")
         # Under data parallel the gradients are all-reduced before the optimizer, so every worker applies the
         # same update (tests/test_data_parallel.py); the sharded modes are not verified, so they stay refused.
         parallel_mode = ms.get_auto_parallel_context("parallel_mode")

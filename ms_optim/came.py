@@ -69,26 +69,26 @@ class Came(nn.Optimizer):
     Args:
         params (Union[list[Parameter], list[dict]]): Parameters, or groups as dicts with the keys "params",
             "lr", "weight_decay", "grad_centralization", "order_params".
-        learning_rate (Union[float, int, Tensor, Iterable, LearningRateSchedule]): Required unless
+        learning_rate (Union[float, int, Tensor, Iterable, LearningRateSchedule], optional): Required unless
             `relative_step` is True. Default: ``None``.
-        eps (Union[list, tuple]): (eps0, eps1, eps2): added to the squared gradient, the floor of the
+        eps (Union[list, tuple], optional): (eps0, eps1, eps2): added to the squared gradient, the floor of the
             parameter RMS for `scale_parameter`, and added to the instability. Default: ``(1e-30, 1e-3, 1e-16)``.
-        clip_threshold (float): RMS threshold of the normalised update. Default: ``1.0``.
-        decay_rate (float): Exponent of the second-moment decay :math:`1 - t^{-\text{decay_rate}}`, in [0.0, 1.0].
+        clip_threshold (float, optional): RMS threshold of the normalised update. Default: ``1.0``.
+        decay_rate (float, optional): Exponent of the second-moment decay :math:`1 - t^{-\text{decay_rate}}`, in [0.0, 1.0].
             Default: ``0.8``.
-        beta1 (float): Decay of the first moment, in [0.0, 1.0]. Default: ``0.9``.
-        beta3 (float): Decay of the instability averages, in [0.0, 1.0]. Default: ``0.99``.
-        weight_decay (float): Decoupled weight decay in [0.0, 1.0]; group dicts may set their own.
+        beta1 (float, optional): Decay of the first moment, in [0.0, 1.0]. Default: ``0.9``.
+        beta3 (float, optional): Decay of the instability averages, in [0.0, 1.0]. Default: ``0.99``.
+        weight_decay (float, optional): Decoupled weight decay in [0.0, 1.0]; group dicts may set their own.
             Default: ``0.0``.
-        scale_parameter (bool): Scale the learning rate by the parameter's RMS. Default: ``False``.
-        relative_step (bool): Use the time-dependent learning rate
+        scale_parameter (bool, optional): Scale the learning rate by the parameter's RMS. Default: ``False``.
+        relative_step (bool, optional): Use the time-dependent learning rate
             :math:`\min(10^{-6} t \text{ if warmup_init else } 10^{-2}, 1/\sqrt{t})`. Default: ``False``.
-        warmup_init (bool): The warm-up form of the relative step (needs `relative_step`). Default: ``False``.
-        compression (bool): Store the running averages as float16 (math stays float32). Default: ``False``.
-        loss_scale (Union[int, float]): Gradients are divided by it; set it to the `FixedLossScaleManager`'s
+        warmup_init (bool, optional): The warm-up form of the relative step (needs `relative_step`). Default: ``False``.
+        compression (bool, optional): Store the running averages as float16 (math stays float32). Default: ``False``.
+        loss_scale (Union[int, float], optional): Gradients are divided by it; set it to the `FixedLossScaleManager`'s
             value when that manager has ``drop_overflow_update=False``. Default: ``1``.
         lr (optional): Alias of `learning_rate`.
-        impl (str): ``"auto"``, ``"fused"`` or ``"reference"``, see :class:`ms_optim.Adam`. Default: ``"auto"``.
+        impl (str, optional): ``"auto"``, ``"fused"`` or ``"reference"``, see :class:`ms_optim.Adam`. Default: ``"auto"``.
 
     Inputs:
         - **gradients** (tuple[Tensor]) - The gradients of `params`, of the same shapes.
@@ -128,6 +128,8 @@ class Came(nn.Optimizer):
         >>> print(optim.exp_avg_sq_row[0].name, optim.exp_avg_sq_row[0].shape)
         exp_avg_sq_row_weight (2,)
     """
+
+    target = kernels.TARGET_PROPERTY
 
     def __init__(self, params, learning_rate=None, eps=(1e-30, 1e-3, 1e-16), clip_threshold=1.0, decay_rate=0.8,
                  beta1=0.9, beta3=0.99, weight_decay=0.0, scale_parameter=False, relative_step=False,

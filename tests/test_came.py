@@ -80,7 +80,7 @@ def _oracle(shapes, steps, lr=0.01, eps=(1e-30, 1e-3, 1e-16), clip=1.0, decay_ra
             u = u / max(rms(u) / clip, 1.0)
             s["m"] = beta1 * s["m"] + (1 - beta1) * u
             step = s["m"] * lr_t
-            if w.ndim >= 2:
+            if w.ndim >= 2 and beta1 > 0:  # beta1 = 0: no first moment, no confidence term (docs/came.md)
                 insta = (u - s["m"]) ** 2 + eps2
                 s["ir"] = beta3 * s["ir"] + (1 - beta3) * insta.mean(-1)
                 s["ic"] = beta3 * s["ic"] + (1 - beta3) * insta.mean(-2)
@@ -97,6 +97,7 @@ ORACLE_CASES = {
     "eps": {"eps": (1e-3, 1e-3, 1e-2)},
     "relative_step": {"relative_step": True},
     "warmup_init": {"relative_step": True, "warmup_init": True},
+    "beta1_zero": {"beta1": 0.0},
 }
 
 

@@ -366,6 +366,7 @@ def test_library_name_tracks_sources_and_builds(tmp_path):
     after = _build.library_name("adam", str(root))
     assert after != before
     lib = _build.compile_library("adam", str(tmp_path / after), str(root))
+    assert _build.verify_library(lib) == lib  # size and hash recorded beside it, as for every build
     handle = ctypes.CDLL(lib)
     for symbol in ("MsOptimAdam", "MsOptimAdamNesterov", "MsOptimAdamAmsgrad", "MsOptimAdamDelta",
                    "MsOptimAdamNesterovDelta", "MsOptimLazyAdam", "MsOptimLazyAdamNesterov"):

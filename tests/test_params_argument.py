@@ -37,3 +37,24 @@ def test_any_iterable_of_parameters(mode, name, form):
     assert sorted(got) == sorted(want)
     for key, value in want.items():
         np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_target_property_as_nn_adam(mode, name):
+    """`optimizer.target = "CPU"` (nn.Adam documents it for sparse updates on the host) is accepted, and bad values
+    get nn.Adam's exception types and messages; nn.Optimizer's own setter raises NotImplementedError."""
+    net = nn.Dense(3, 2)
+    opt = OPTIMIZERS[name](net.trainable_params(), learning_rate=0.01)
+    theirs = nn.Adam(nn.Dense(3, 2).trainable_params(), learning_rate=0.01)
+    for value in (1, "TPU", "GPU", "Ascend"):
+        with pytest.raises(Exception) as ours_info:
+            opt.target = value
+        with pytest.raises(Exception) as theirs_info:
+            theirs.target = value
+        assert type(ours_info.value) is type(theirs_info.value) and str(ours_info.value) == str(theirs_info.value)
+    opt.target = "CPU"
+    assert opt.target == "CPU"
+    step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.MSELoss()), opt)
+    before = net.weight.asnumpy().copy()
+    step(Tensor(np.ones((4, 3), np.float32)), Tensor(np.zeros((4, 2), np.float32)))
+    assert not np.array_equal(net.weight.asnumpy(), before)

@@ -31,7 +31,7 @@ def adam_step(m, v, vhat, beta1_power, beta2_power, lr, beta1, beta2, eps, grad,
     v = v + (g * g - v) * (1.0 - beta2)
     denom_v = v
     if vhat is not None:
-        vhat = ops.maximum(vhat, v)
+        vhat = ops.select(vhat > v, vhat, v)  # max(vhat, v); a NaN in v is kept, on every backend
         denom_v = vhat
     m_used = m * beta1 + one_minus_beta1 * g if use_nesterov else m
     lr_t = lr * ops.sqrt(1.0 - beta2_power) / (1.0 - beta1_power)

@@ -1,6 +1,7 @@
 """Python side of the fused kernels: locate the libraries, wrap their symbols in ``ops.Custom``, pick fused or
 reference per device target."""
 import functools
+import warnings
 
 import mindspore as ms
 from mindspore import ops
@@ -36,8 +37,36 @@ def resolve_impl(impl, family, cls_name, target=None):
         if impl == "fused":
             raise RuntimeError(f"For '{cls_name}', impl='fused' but the {family} kernel library is "
                                f"unavailable: {err}") from err
+        _warn_fallback_once(family, cls_name, err)
         return "reference"
     return "fused"
+
+
+_warned_fallbacks = set()
+
+
+def _warn_fallback_once(family, cls_name, err):
+    """impl='auto' without a usable library runs the reference path, several times slower and with more memory:
+    say so, once per family and reason, naming the reason."""
+    key = (family, str(err))
+    if key in _warned_fallbacks:
+        return
+    _warned_fallbacks.add(key)
+    warnings.warn(f"ms_optim: {cls_name} (impl='auto') runs the reference path, several times slower than the "
+                  f"fused kernel, because the {family} kernel library is unavailable: {err}",
+                  RuntimeWarning, stacklevel=3)
+
+
+def _set_target(optimizer, value):
+    """``optimizer.target = "CPU" | "GPU" | "Ascend"``, checked as :class:`mindspore.nn.Adam` checks it (TypeError,
+    ValueError with its messages). MindSpore's base class reads it to deduplicate sparse-gradient indices on device
+    targets; where the update itself runs is chosen by ``impl`` and ``use_offload`` (docs/kernels.md)."""
+    optimizer._set_base_target(value)  # pylint: disable=protected-access
+
+
+# The ``target`` property of every ms_optim optimizer: nn.Optimizer's setter raises NotImplementedError.
+TARGET_PROPERTY = property(lambda optimizer: optimizer._target, _set_target,  # pylint: disable=protected-access
+                           doc="'CPU', 'GPU' or 'Ascend': where MindSpore treats sparse gradients (see nn.Adam).")
 
 
 # Update functions (fused kernels or reference functions) per configuration key. An optimizer's graph code looks
@@ -67,10 +96,23 @@ def _custom_class(written, read):
     return type("MsOptimInplaceCustom", (ops.Custom,), {"__mindspore_signature__": signature})
 
 
-def _checked(symbol, names, out_shape, out_dtype):
+# Storage dtypes every kernel reads and writes (float32 math inside).
+_STORAGE_DTYPES = (ms.float32, ms.float16, ms.bfloat16)
+
+
+def _checked(symbol, names, written, out_shape, out_dtype, input_dtypes):
     """``out_shape`` / ``out_dtype`` functions (of the inputs' shapes, resp. dtypes) that first refuse, when the
     graph is built, inputs the kernel would refuse only when it runs, after the earlier updates of the same step
-    had been applied: a gradient whose shape (ValueError) or dtype (TypeError) is not its parameter's."""
+    had been applied: a gradient whose shape (ValueError) or dtype (TypeError) is not its parameter's, a tensor of
+    a dtype the kernel does not take, state tensors of different dtypes.
+
+    Default dtypes: written tensors, 'grad' and 'values' are storage tensors (float32/float16/bfloat16); 'indices'
+    int32/int64; every other read input (learning rate, betas, ...) float32. ``input_dtypes`` (name -> tuple of
+    dtypes) overrides them, e.g. for uint8 codes; the written inputs other than 'param' that keep the default must
+    share one dtype."""
+    input_dtypes = {"indices": (ms.int32, ms.int64), **(input_dtypes or {})}
+    storage = set(written) | {"grad", "values"}
+    same_dtype = [name for name in written if name != "param" and name not in input_dtypes]
     index = {name: i for i, name in enumerate(names)}
     param = index.get("param", index.get("m"))
     grad, values, indices = index.get("grad"), index.get("values"), index.get("indices")
@@ -95,38 +137,50 @@ def _checked(symbol, names, out_shape, out_dtype):
         return dtype
 
     def check_dtypes(*dtypes):
+        # Every tensor's dtype, checked before anything of the step runs: a kernel refusing one only when it runs
+        # would do so after the earlier parameters, the beta powers and the step counter had moved.
+        for i, name in enumerate(names):
+            dtype = element(dtypes[i])
+            allowed = input_dtypes.get(name, _STORAGE_DTYPES if name in storage else (ms.float32,))
+            if dtype not in allowed:
+                raise TypeError(f"For ms_optim kernel '{symbol}', the dtype of '{name}' must be one of "
+                                f"{[str(t) for t in allowed]}, but got {dtype}.")
         for arg, what in ((grad, "gradient"), (values, "sparse gradient")):
             if arg is not None and element(dtypes[arg]) != element(dtypes[param]):
                 raise TypeError(f"For ms_optim kernel '{symbol}', the {what}'s dtype {element(dtypes[arg])} must be "
                                 f"the dtype of its parameter, {element(dtypes[param])}.")
-        if indices is not None and element(dtypes[indices]) not in (ms.int32, ms.int64):
-            raise TypeError(f"For ms_optim kernel '{symbol}', the sparse gradient's indices must be int32 or "
-                            f"int64, but got {element(dtypes[indices])}.")
+        state = [name for name in same_dtype if name in index]
+        if len({element(dtypes[index[name]]) for name in state}) > 1:
+            found = {name: str(element(dtypes[index[name]])) for name in state}
+            raise TypeError(f"For ms_optim kernel '{symbol}', the state tensors {state} must share one dtype, "
+                            f"but got {found}.")
         return out_dtype(dtypes)
 
     return check_shapes, check_dtypes
 
 
-def _kernel(family, symbol, written, read, out_shape, out_dtype):
+def _kernel(family, symbol, written, read, out_shape, out_dtype, input_dtypes=None):
     """A primitive running ``symbol`` of ``family``'s library, writing the ``written`` inputs in place; its output
     is ``out_shape(input shapes)`` / ``out_dtype(input dtypes)``, after the checks of ``_checked``."""
     written, read = tuple(written), tuple(read)
-    out_shape, out_dtype = _checked(symbol, written + read, out_shape, out_dtype)
+    out_shape, out_dtype = _checked(symbol, written + read, written, out_shape, out_dtype, input_dtypes)
     op = _custom_class(written, read)(f"{locate_library(family)}:{symbol}", out_shape=out_shape, out_dtype=out_dtype,
                                       func_type="aot")
     op.add_prim_attr("side_effect_mem", True)
     return op
 
 
-def inplace_kernel(family, symbol, written, read):
+def inplace_kernel(family, symbol, written, read, input_dtypes=None):
     """A primitive running ``symbol`` of ``family``'s library, writing the ``written`` inputs in place.
 
-    It returns a float32 flag of shape (1,); the update itself is the side effect.
+    It returns a float32 flag of shape (1,); the update itself is the side effect. ``input_dtypes``: see
+    ``_checked``.
     """
-    return _kernel(family, symbol, written, read, lambda _: (1,), lambda _: ms.float32)
+    return _kernel(family, symbol, written, read, lambda _: (1,), lambda _: ms.float32, input_dtypes)
 
 
-def output_kernel(family, symbol, written, read, like_input):
+def output_kernel(family, symbol, written, read, like_input, input_dtypes=None):
     """A primitive running ``symbol`` that writes ``written`` in place and returns one tensor shaped and typed
     like input number ``like_input``."""
-    return _kernel(family, symbol, written, read, lambda shapes: shapes[like_input], lambda dtypes: dtypes[like_input])
+    return _kernel(family, symbol, written, read, lambda shapes: shapes[like_input], lambda dtypes: dtypes[like_input],
+                   input_dtypes)

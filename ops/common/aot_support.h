@@ -10,6 +10,9 @@
 #include <algorithm>
 #include <condition_variable>
 #include <mutex>
+#include <new>
+#include <pthread.h>
+#include <system_error>
 #include <cmath>
 #include <cstdarg>
 #include <cstdint>
@@ -163,12 +166,21 @@ inline void Store(bf16_t *p, int64_t i, float x) {
 
 // ---- threading: split [0, n) into contiguous chunks, one per thread. Element-wise kernels write disjoint
 // ranges, so the result does not depend on the thread count; reductions use fixed blocks and LaneSum below.
+
+// MS_OPTIM_NUM_THREADS above this is capped (said once on stderr): each thread is a real OS thread, and asking
+// for 100000 made thread creation throw and abort the process.
+constexpr int kMaxThreads = 256;
+
 inline int NumThreads() {
   static const int threads = [] {
     const char *env = std::getenv("MS_OPTIM_NUM_THREADS");
-    int t = env ? std::atoi(env) : 0;
-    if (t <= 0) t = static_cast<int>(std::thread::hardware_concurrency());
-    return std::max(1, t);
+    long t = env ? std::strtol(env, nullptr, 10) : 0;
+    if (t <= 0) t = static_cast<long>(std::thread::hardware_concurrency());
+    if (t > kMaxThreads) {
+      std::fprintf(stderr, "ms_optim: MS_OPTIM_NUM_THREADS=%s is capped at %d threads\n", env, kMaxThreads);
+      t = kMaxThreads;
+    }
+    return static_cast<int>(std::max(1L, t));
   }();
   return threads;
 }
@@ -181,10 +193,18 @@ constexpr int64_t kChunkAlign = 64;  // keep chunk starts cache-line and SIMD al
 // (kernels run several regions per parameter, back to back). One region runs at a time; a caller that finds the
 // pool busy (MindSpore may launch kernels from several threads) runs its region on its own thread instead.
 // Chunking never changes results, so which thread runs a chunk does not matter.
+//
+// Fork safety: a child process has only the thread that called fork(). The parent's workers do not exist there,
+// and the pool's mutexes may have been held by them, so the child forgets that pool (leaked, never touched) and
+// starts a fresh one on first use (pthread_atfork handler).
 class WorkerPool {
  public:
   static WorkerPool &Instance() {
-    static WorkerPool *pool = new WorkerPool(NumThreads() - 1);  // never destroyed: workers outlive statics
+    static std::once_flag at_fork;
+    std::call_once(at_fork, [] { pthread_atfork(nullptr, nullptr, &WorkerPool::ForgetAfterFork); });
+    std::lock_guard<std::mutex> lock(CreationMutex());
+    WorkerPool *&pool = Slot();
+    if (pool == nullptr) pool = new WorkerPool(NumThreads() - 1);  // never destroyed: workers outlive statics
     return *pool;
   }
   int workers() const { return static_cast<int>(threads_.size()); }
@@ -218,8 +238,28 @@ class WorkerPool {
     void *ctx;
   };
 
+  static WorkerPool *&Slot() {
+    static WorkerPool *pool = nullptr;
+    return pool;
+  }
+  static std::mutex &CreationMutex() {
+    static std::mutex *mutex = new std::mutex();
+    return *mutex;
+  }
+  // In the child after fork(): a new creation mutex (the old one may be held by a thread that is gone) and no pool.
+  static void ForgetAfterFork() {
+    new (&CreationMutex()) std::mutex();
+    Slot() = nullptr;
+  }
+
   explicit WorkerPool(int workers) {
-    for (int w = 0; w < workers; ++w) threads_.emplace_back([this] { Loop(); });
+    for (int w = 0; w < workers; ++w) {
+      try {
+        threads_.emplace_back([this] { Loop(); });
+      } catch (const std::system_error &) {  // the system refused more threads: run with those that started
+        break;
+      }
+    }
     for (auto &t : threads_) t.detach();
   }
 

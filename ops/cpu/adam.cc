@@ -48,7 +48,7 @@ inline void AdamRange(int64_t begin, int64_t end, P *param, S *m, S *v, S *vhat,
     float denom_v = vi;
     if constexpr (kAmsgrad) {
       const float vh = Load(vhat, i);
-      denom_v = vh < vi ? vi : vh;  // max(vhat, v), written as a select so that it vectorizes
+      denom_v = vh > vi ? vh : vi;  // max(vhat, v) as a select (vectorizes); NaN as the reference path: v's
       Store(vhat, i, denom_v);
     }
     const float m_used = kNesterov ? mi * s.beta1 + s.one_minus_beta1 * g : mi;

@@ -6,6 +6,7 @@
 //   C  read g, m:       u *= 1/max(RMS(u)/clip, 1); m = beta1 m + (1-beta1) u (written);
 //                       row and column means of I = (u - m)^2 + eps2
 //   D  read p, m:       p = p + p*(-wd)*lr_t;  p = p - rsqrt(Ri[r] / mean(Ri)) * rsqrt(Ci[c]) * m * lr_t
+// beta1 = 0 skips the confidence term (p -= m * lr_t; the instability states stay), see the reference path.
 // The formula, the operation order and the meaning of every state are those of the reference path,
 // ms_optim/functional/came.py. Reductions run over fixed row blocks and fixed lanes, combined in a fixed order,
 // so results do not depend on the thread count. Math is float32 whatever the storage types.
@@ -13,6 +14,10 @@
 
 namespace ms_optim {
 namespace {
+
+// max(x, floor) where a NaN x gives floor: a NaN gradient element stays in its element (the reference path's
+// select; std::max and ops.maximum each treat NaN by argument order, differently).
+inline float AtLeast(float x, float floor) { return x > floor ? x : floor; }
 
 // The hyper-parameter tensor (float32, 8 values), as ms_optim/came.py builds it per parameter.
 struct CameHyper {
@@ -289,7 +294,7 @@ int CameFactored(int nparam, void **params, int *ndims, int64_t **shapes, const 
     if (h.scale_parameter) {
       std::vector<float> p_sq(slices * rows);
       ForEachRow(rb, [&](int64_t s, int64_t r, int64_t off) { p_sq[s * rows + r] = RowNormSquaredAny(p + off, cols); });
-      lr_t = lr * std::max(h.eps1, std::sqrt(SumInOrder(p_sq) / static_cast<float>(n)));
+      lr_t = lr * AtLeast(std::sqrt(SumInOrder(p_sq) / static_cast<float>(n)), h.eps1);
     }
     const std::vector<float> row_avg =
         UpdateAverage(static_cast<S *>(params[kRow]), row_sums, static_cast<float>(cols), beta2t);
@@ -302,7 +307,7 @@ int CameFactored(int nparam, void **params, int *ndims, int64_t **shapes, const 
     ForEachRow(rb, [&](int64_t s, int64_t r, int64_t off) {
       u_sq[s * rows + r] = RowUpdateSquaresAny(g + off, row_factor[s * rows + r], &col_factor[s * cols], cols);
     });
-    const float inv_clip = 1.0f / std::max(std::sqrt(SumInOrder(u_sq) / static_cast<float>(n)) / h.clip, 1.0f);
+    const float inv_clip = 1.0f / AtLeast(std::sqrt(SumInOrder(u_sq) / static_cast<float>(n)) / h.clip, 1.0f);
 
     // C: first moment (written) and the instability averages.
     RowColSums(rb, &row_sums, &col_sums, [&](int64_t s, int64_t r, int64_t off, float *col_acc) {
@@ -311,11 +316,16 @@ int CameFactored(int nparam, void **params, int *ndims, int64_t **shapes, const 
       return RowMomentAny(g + off, m + off, row_factor[s * rows + r], &col_factor[s * cols], inv_clip, h.beta1,
                           h.eps2, cols, col_acc, scratch.data());
     });
-    const std::vector<float> irow_avg =
-        UpdateAverage(static_cast<S *>(params[kIRow]), row_sums, static_cast<float>(cols), h.beta3);
-    const std::vector<float> icol_avg =
-        UpdateAverage(static_cast<S *>(params[kICol]), col_sums, static_cast<float>(rows), h.beta3);
-    InverseSqrtFactors(rb, irow_avg, icol_avg, &row_factor, &col_factor);
+    if (h.beta1 > 0.0f) {
+      const std::vector<float> irow_avg =
+          UpdateAverage(static_cast<S *>(params[kIRow]), row_sums, static_cast<float>(cols), h.beta3);
+      const std::vector<float> icol_avg =
+          UpdateAverage(static_cast<S *>(params[kICol]), col_sums, static_cast<float>(rows), h.beta3);
+      InverseSqrtFactors(rb, irow_avg, icol_avg, &row_factor, &col_factor);
+    } else {  // beta1 = 0: no first moment, no confidence term (p -= m * lr_t); the instability states stay
+      std::fill(row_factor.begin(), row_factor.end(), 1.0f);
+      std::fill(col_factor.begin(), col_factor.end(), 1.0f);
+    }
 
     // D: decoupled weight decay and the confidence-scaled step (m as stored).
     ForEachRow(rb, [&](int64_t s, int64_t r, int64_t off) {
@@ -368,7 +378,7 @@ int CameUnfactored(int nparam, void **params, int *ndims, int64_t **shapes, cons
         const float pi = Load(p, i);
         return pi * pi;
       });
-      lr_t = lr * std::max(h.eps1, std::sqrt(p_sq / static_cast<float>(n)));
+      lr_t = lr * AtLeast(std::sqrt(p_sq / static_cast<float>(n)), h.eps1);
     }
     std::vector<float> u(n);
     ParallelFor(n, [&](int64_t b, int64_t e) {
@@ -380,7 +390,7 @@ int CameUnfactored(int nparam, void **params, int *ndims, int64_t **shapes, cons
       }
     });
     const float u_sq = block_sums([&](int64_t i) { return u[i] * u[i]; });
-    const float inv_clip = 1.0f / std::max(std::sqrt(u_sq / static_cast<float>(n)) / h.clip, 1.0f);
+    const float inv_clip = 1.0f / AtLeast(std::sqrt(u_sq / static_cast<float>(n)) / h.clip, 1.0f);
     const float decay = -h.weight_decay;
     ParallelFor(n, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {

@@ -1,0 +1,484 @@
+"""Hostile and damaged conditions (issue 7): the kernel cache trusts only what this user owns and what it built
+itself; bad input is refused before any part of a step runs, with a message naming the kernel and the argument;
+NaN/Inf gradients give the same result on the fused and the reference paths; thread and fork limits."""
+import ctypes
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+
+import ms_optim
+from ms_optim import kernels
+from ms_optim.kernels import _build
+from ms_optim.kernels._build import KernelBuildError
+
+from _kernel_abi import adam_arrays as _adam_arrays, call as _call
+
+TINY_SOURCE = """#include "aot_support.h"
+MS_OPTIM_EXPORT_LAST_ERROR()
+extern "C" __attribute__((visibility("default"))) int MsOptimTiny() { return 7; }
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """A kernel family 'tiny' (a one-function library that builds in a second) served from a cache under
+    tmp_path, with no installed library: the cache's rules without the cost of building the real kernels."""
+    root = tmp_path / "ops"
+    shutil.copytree(os.path.join(_build.source_root(), "common"), root / "common")
+    (root / "cpu").mkdir()
+    (root / "cpu" / "tiny.cc").write_text(TINY_SOURCE)
+    monkeypatch.setattr(_build, "_SOURCE_ROOTS", (str(root),))
+    monkeypatch.setattr(_build, "PACKAGE_LIB_DIR", str(tmp_path / "no-installed-lib"))
+    monkeypatch.setattr(_build, "_verified", {})
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MS_OPTIM_CACHE_DIR", str(cache))
+    return cache
+
+
+def _works(path):
+    return ctypes.CDLL(path).MsOptimTiny() == 7
+
+
+# ---- the cache: ownership, modes, symlinks, relative paths
+
+def test_builds_once_into_a_private_cache_with_a_manifest(tiny):
+    path = _build.locate_library("tiny")
+    assert os.path.dirname(path) == str(tiny) and _works(path)
+    assert stat.S_IMODE(os.stat(tiny).st_mode) & 0o077 == 0, "the cache is created private"
+    assert os.path.isfile(path + ".sha256")
+    mtime = os.stat(path).st_mtime_ns
+    assert _build.locate_library("tiny") == path and os.stat(path).st_mtime_ns == mtime
+
+
+def test_relative_cache_dir_is_refused(tiny, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MS_OPTIM_CACHE_DIR", ".")
+    with pytest.raises(KernelBuildError, match="MS_OPTIM_CACHE_DIR must be an absolute path"):
+        _build.locate_library("tiny")
+    assert not any(name.endswith(".so") for name in os.listdir(tmp_path)), "nothing built in the current directory"
+
+
+@pytest.mark.parametrize("mode", [0o775, 0o777], ids=["group-writable", "world-writable"])
+def test_cache_dir_writable_by_others_is_refused(tiny, mode):
+    os.makedirs(tiny)
+    os.chmod(tiny, mode)
+    with pytest.raises(KernelBuildError, match=r"writable by group or others.*chmod go-w"):
+        _build.locate_library("tiny")
+    assert not os.listdir(tiny), "nothing was built or loaded there"
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="creating a directory owned by another user needs root")
+def test_cache_dir_owned_by_another_user_is_refused(tiny):
+    os.makedirs(tiny, mode=0o755)
+    os.chown(tiny, 65534, 65534)
+    with pytest.raises(KernelBuildError, match="owned by uid 65534"):
+        _build.locate_library("tiny")
+
+
+def test_planted_library_is_rebuilt_never_loaded(tiny):
+    """A library that is not the one this user built (group-writable, or whose bytes do not match the manifest) is
+    replaced by a fresh build."""
+    path = _build.locate_library("tiny")
+    good = open(path, "rb").read()
+    os.chmod(path, 0o775)  # a file others can write could hold anything
+    _build._verified.clear()
+    assert _build.locate_library("tiny") == path and open(path, "rb").read() == good
+    assert stat.S_IMODE(os.stat(path).st_mode) & 0o022 == 0
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="creating a file owned by another user needs root")
+def test_library_owned_by_another_user_is_rebuilt(tiny):
+    path = _build.locate_library("tiny")
+    os.chown(path, 65534, 65534)
+    _build._verified.clear()
+    assert _build.locate_library("tiny") == path and os.stat(path).st_uid == os.getuid()
+
+
+def test_symlinked_lock_is_refused_and_its_target_untouched(tiny, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    os.makedirs(tiny, mode=0o700)
+    name = _build.library_name("tiny")
+    os.symlink(victim, tiny / (name + ".lock"))
+    with pytest.raises(KernelBuildError, match="symlink"):
+        _build.locate_library("tiny")
+    assert victim.read_text() == "precious"
+
+
+def test_symlinked_library_is_not_followed(tiny, tmp_path):
+    path = _build.locate_library("tiny")
+    elsewhere = tmp_path / "elsewhere.so"
+    shutil.copy(path, elsewhere)
+    shutil.copy(path + ".sha256", str(elsewhere) + ".sha256")
+    os.remove(path)
+    os.symlink(elsewhere, path)
+    _build._verified.clear()
+    with pytest.raises(KernelBuildError, match="not a regular file"):
+        _build.locate_library("tiny")
+
+
+# ---- a damaged or read-only cache
+
+@pytest.mark.parametrize("damage", ["truncated", "random bytes", "manifest missing"])
+def test_damaged_library_is_rebuilt(tiny, damage):
+    path = _build.locate_library("tiny")
+    good = open(path, "rb").read()
+    if damage == "truncated":
+        with open(path, "r+b") as f:
+            f.truncate(len(good) // 2)
+    elif damage == "random bytes":
+        open(path, "wb").write(np.random.default_rng(0).bytes(len(good)))
+    else:
+        os.remove(path + ".sha256")
+    _build._verified.clear()
+    with pytest.raises(KernelBuildError):
+        _build.verify_library(path)
+    assert _build.locate_library("tiny") == path and _works(path)
+    assert open(path, "rb").read() == good
+
+
+def test_verified_library_needs_no_lock(tiny, monkeypatch):
+    """A read-only cache that already holds a good library serves it: no lock is taken."""
+    path = _build.locate_library("tiny")
+    os.remove(path + ".lock")
+    _build._verified.clear()
+
+    def no_lock(lock_path):
+        raise KernelBuildError(f"cannot open the ms_optim kernel lock {lock_path}: [Errno 30] Read-only file system")
+
+    monkeypatch.setattr(_build, "_open_lock", no_lock)
+    assert _build.locate_library("tiny") == path
+
+
+def test_killed_build_leftovers_are_removed(tiny):
+    os.makedirs(tiny, mode=0o700)
+    name = _build.library_name("tiny")
+    leftover = tiny / (name + ".tmp-abc123")
+    leftover.write_bytes(b"half a library")
+    _build.locate_library("tiny")
+    assert not leftover.exists()
+    assert not [f for f in os.listdir(tiny) if ".tmp-" in f]
+
+
+def test_build_oserror_is_a_build_failure(tiny, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("MS_OPTIM_CACHE_DIR", str(blocker / "cache"))
+    with pytest.raises(KernelBuildError, match="cannot create the ms_optim kernel cache"):
+        _build.locate_library("tiny")
+
+
+@pytest.fixture
+def broken_cache(tmp_path, monkeypatch):
+    """No installed library and a cache that cannot exist (under a regular file): the real families cannot be
+    had."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setattr(_build, "PACKAGE_LIB_DIR", str(tmp_path / "no-installed-lib"))
+    monkeypatch.setenv("MS_OPTIM_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.setattr(kernels, "_warned_fallbacks", set())
+
+
+@pytest.mark.parametrize("cls", [ms_optim.Adam, ms_optim.Came], ids=["Adam", "Came"])
+def test_auto_falls_back_with_one_warning_and_fused_raises(broken_cache, cls):
+    param = Parameter(Tensor(np.ones((3, 2), np.float32)), name="w")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = cls([param], learning_rate=0.1)
+        second = cls([param], learning_rate=0.1)
+    assert first.impl == second.impl == "reference"
+    fallbacks = [w for w in caught if issubclass(w.category, RuntimeWarning) and "reference path" in str(w.message)]
+    assert len(fallbacks) == 1, [str(w.message) for w in caught]
+    assert "cannot create the ms_optim kernel cache" in str(fallbacks[0].message)
+    with pytest.raises(RuntimeError, match="impl='fused' but the .* kernel library is unavailable"):
+        cls([param], learning_rate=0.1, impl="fused")
+
+
+# ---- nothing half-applied; kernel refusals say what was wrong
+
+@pytest.mark.parametrize("dtype", [ms.float64, ms.int32], ids=["float64", "int32"])
+@pytest.mark.parametrize("cls", [ms_optim.Adam, ms_optim.Came], ids=["Adam", "Came"])
+def test_parameter_of_an_unsupported_dtype_is_refused_at_construction(mode, cls, dtype):
+    good = Parameter(Tensor(np.ones(4, np.float32)), name="good")
+    bad = Parameter(Tensor(np.ones(4), dtype), name="bad")
+    with pytest.raises(TypeError, match=r"every parameter must be float16, float32 or bfloat16, but 'bad' is"):
+        cls([good, bad], learning_rate=0.1)
+    with pytest.raises(TypeError, match="'bad'"):
+        cls([{"params": [good]}, {"params": [bad]}], learning_rate=0.1)
+
+
+def test_parameter_dtype_changed_after_construction_is_refused_before_any_update(mode):
+    """The kernels' dtype checks run when the step's graph is built: a parameter turned float64 later stops the
+    step before the float32 parameter, the beta powers or the step counter move."""
+    first = Parameter(Tensor(np.ones(5, np.float32)), name="first")
+    second = Parameter(Tensor(np.ones(4, np.float32)), name="second")
+    opt = ms_optim.Adam([first, second], learning_rate=0.1, impl="fused")
+    second.set_dtype(ms.float64)
+    before = {p.name: p.asnumpy().copy() for p in opt.get_parameters()}
+    with pytest.raises(TypeError, match=r"dtype of 'param' must be one of"):
+        opt((Tensor(np.ones(5, np.float32)), Tensor(np.ones(4, np.float64))))
+    for p in opt.get_parameters():
+        np.testing.assert_array_equal(p.asnumpy(), before[p.name], err_msg=p.name)
+
+
+def test_kernel_dtype_checks_cover_state_and_scalars():
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    op = kernels.inplace_kernel("adam", "MsOptimAdam", ("param", "m", "v"),
+                                ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps", "grad"))
+    param = Parameter(Tensor(np.ones(4, np.float32)), name="p")
+    m = Parameter(Tensor(np.zeros(4, np.float32)), name="m")
+    v16 = Parameter(Tensor(np.zeros(4, np.float16)), name="v")
+    scalars = [Tensor(x, ms.float32) for x in (0.9, 0.999, 0.01, 0.9, 0.999, 1e-8)]
+    grad = Tensor(np.ones(4, np.float32))
+    with pytest.raises(TypeError, match=r"state tensors \['m', 'v'\] must share one dtype"):
+        op(param, m, v16, *scalars, grad)
+    v = Parameter(Tensor(np.zeros(4, np.float32)), name="v")
+    with pytest.raises(TypeError, match=r"dtype of 'lr' must be one of \['Float32'\]"):
+        op(param, m, v, *scalars[:2], Tensor(0.01, ms.float64), *scalars[3:], grad)
+    np.testing.assert_array_equal(param.asnumpy(), np.ones(4, np.float32))
+    ms.set_context(mode=ms.GRAPH_MODE)
+
+
+def test_runtime_refusal_names_the_kernel_and_the_argument(mode):
+    """An index outside the parameter can only be seen while the kernel runs: MindSpore's error then carries the
+    kernel's own message instead of a bare return code, and nothing of that kernel call was written."""
+    op = kernels.inplace_kernel("adam", "MsOptimLazyAdam", ("param", "m", "v"),
+                                ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps", "values", "indices"))
+    param = Parameter(Tensor(np.ones((4, 3), np.float32)), name="p")
+    m = Parameter(Tensor(np.zeros((4, 3), np.float32)), name="m")
+    v = Parameter(Tensor(np.zeros((4, 3), np.float32)), name="v")
+    scalars = [Tensor(x, ms.float32) for x in (0.9, 0.999, 0.01, 0.9, 0.999, 1e-8)]
+
+    class Step(nn.Cell):
+        def construct(self, values, indices):
+            return op(param, m, v, *scalars, values, indices)
+
+    with pytest.raises(RuntimeError) as info:
+        Step()(Tensor(np.ones((2, 3), np.float32)), Tensor(np.array([1, 9], np.int32))).asnumpy()
+    message = str(info.value)
+    assert "ms_optim kernel 'MsOptimLazyAdam' refused its inputs (index out of range" in message
+    assert "'indices'[1] is 9, outside the 4 rows of 'param'" in message and "nothing was written" in message
+    np.testing.assert_array_equal(param.asnumpy(), np.ones((4, 3), np.float32))
+
+
+def test_c_callers_get_the_code_and_the_reason():
+    lib = ctypes.CDLL(_build.locate_library("adam"))
+    lib.MsOptimLastError.restype = ctypes.c_char_p
+    arrays = _adam_arrays(8, np.float64)
+    arrays[9] = np.ones(8, np.float64)
+    assert _call(lib, "MsOptimAdam", arrays) == 2
+    assert b"float32, float16 or bfloat16" in lib.MsOptimLastError()
+    assert np.array_equal(arrays[0], np.ones(8))
+    arrays = _adam_arrays(8)
+    arrays[1] = np.zeros(5, np.float32)
+    assert _call(lib, "MsOptimAdam", arrays) == 3
+    assert lib.MsOptimLastError() == b"'m' has shape [5], but 'grad' has [8]"
+    assert _call(lib, "MsOptimAdam", _adam_arrays(8)) == 0 and lib.MsOptimLastError() == b""
+
+
+# ---- numerics: NaN / Inf gradients, 0-d parameters, eps
+
+def _bad_grads(rng, shapes, step):
+    grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    if step == 1:
+        for g in grads:
+            g.reshape(-1)[0] = np.nan
+            if g.size > 2:
+                g.reshape(-1)[2] = np.inf
+    return grads
+
+
+NAN_SHAPES = [(1,), (7,), (9, 5), (2, 3, 4)]
+
+
+def _run_nan(cls, impl, kwargs, steps=3):
+    params = [Parameter(Tensor(np.linspace(-1, 1, int(np.prod(s)), dtype=np.float32).reshape(s)), name=f"w{i}")
+              for i, s in enumerate(NAN_SHAPES)]
+    opt = cls(params, learning_rate=0.01, impl=impl, **kwargs)
+    rng = np.random.default_rng(5)
+    for step in range(steps):
+        opt(tuple(Tensor(g) for g in _bad_grads(rng, NAN_SHAPES, step)))
+    return {p.name: p.asnumpy() for p in opt.get_parameters() if p.name != "global_step"}
+
+
+@pytest.mark.parametrize("cls,kwargs", [
+    (ms_optim.Adam, {}), (ms_optim.Adam, {"use_nesterov": True}), (ms_optim.Adam, {"use_amsgrad": True}),
+    (ms_optim.Came, {}), (ms_optim.Came, {"scale_parameter": True}), (ms_optim.Came, {"beta1": 0.0}),
+], ids=["adam", "nesterov", "amsgrad", "came", "came-scale_parameter", "came-beta1_zero"])
+def test_nan_and_inf_gradients_fused_equals_reference(mode, cls, kwargs):
+    fused = _run_nan(cls, "fused", kwargs)
+    reference = _run_nan(cls, "reference", kwargs)
+    assert fused.keys() == reference.keys()
+    for name in reference:
+        assert np.array_equal(np.isnan(fused[name]), np.isnan(reference[name])), name
+        np.testing.assert_allclose(fused[name], reference[name], rtol=2e-5, atol=1e-6, err_msg=name)
+
+
+def test_came_keeps_a_nan_in_its_element_of_a_1d_parameter(mode):
+    """max(NaN / clip, 1) is 1 on both paths (as in mindformers): one NaN gradient element does not spread."""
+    for impl in ("fused", "reference"):
+        param = Parameter(Tensor(np.ones(6, np.float32)), name="w")
+        opt = ms_optim.Came([param], learning_rate=0.01, impl=impl)
+        grad = np.full(6, 0.5, np.float32)
+        grad[3] = np.nan
+        opt((Tensor(grad),))
+        assert np.isnan(param.asnumpy()).tolist() == [False, False, False, True, False, False], impl
+
+
+def test_lazy_adam_nan_in_sparse_values_fused_equals_reference():
+    from ms_optim.functional import adam as reference
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    op = kernels.inplace_kernel("adam", "MsOptimLazyAdam", ("param", "m", "v"),
+                                ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps", "values", "indices"))
+    values = np.ones((3, 4), np.float32)
+    values[1, 2] = np.nan
+    values[2, 0] = -np.inf
+    results = []
+    for fn in (op, reference.lazy_adam):
+        p = Parameter(Tensor(np.ones((5, 4), np.float32)), name="p")
+        m = Parameter(Tensor(np.zeros((5, 4), np.float32)), name="m")
+        v = Parameter(Tensor(np.zeros((5, 4), np.float32)), name="v")
+        scalars = [Tensor(x, ms.float32) for x in (0.9, 0.999, 0.01, 0.9, 0.999, 1e-8)]
+        fn(p, m, v, *scalars, Tensor(values), Tensor(np.array([0, 2, 4], np.int32)))
+        results.append([x.asnumpy() for x in (p, m, v)])
+    for fused, ref in zip(*results):
+        np.testing.assert_array_equal(fused, ref)
+    ms.set_context(mode=ms.GRAPH_MODE)
+
+
+def test_came_zero_dim_parameter_on_both_paths(mode):
+    """A 0-d parameter (a scalar gain) runs on the reference path too (it failed in Assign before)."""
+    results = {}
+    for impl in ("fused", "reference"):
+        param = Parameter(Tensor(np.float32(0.5)), name="gain")
+        opt = ms_optim.Came([param], learning_rate=0.1, impl=impl)
+        for g in (0.3, -0.2, 0.1):
+            opt((Tensor(np.float32(g)),))
+        assert param.shape == () and opt.exp_avg[0].shape == ()
+        results[impl] = [param.asnumpy(), opt.exp_avg[0].asnumpy(), opt.exp_avg_sq[0].asnumpy()]
+    for fused, ref in zip(results["fused"], results["reference"]):
+        np.testing.assert_allclose(fused, ref, rtol=1e-6)
+    assert results["fused"][0] != np.float32(0.5)
+
+
+def test_came_beta1_zero_steps_by_the_clipped_update(mode):
+    """beta1 = 0 (inside the documented range) has no first moment: the step is lr times the clipped,
+    normalised update (RMS <= clip_threshold), the instability states stay, nothing blows up (mindformers'
+    formula multiplies by 1/sqrt(eps2) = 1e8 there)."""
+    for impl in ("fused", "reference"):
+        start = np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32)
+        param = Parameter(Tensor(start), name="w")
+        opt = ms_optim.Came([param], learning_rate=0.01, beta1=0.0, impl=impl)
+        opt((Tensor(np.random.default_rng(1).standard_normal((16, 8)).astype(np.float32)),))
+        step = param.asnumpy() - start
+        rms = float(np.sqrt(np.mean(step.astype(np.float64) ** 2)))
+        assert 0.005 < rms <= 0.01 * (1 + 1e-5), (impl, rms)
+        assert not opt.exp_avg_insta_row[0].asnumpy().any() and not opt.exp_avg_insta_col[0].asnumpy().any()
+
+
+@pytest.mark.parametrize("cls,kwargs,name", [
+    (ms_optim.Adam, {"eps": 1e-50}, "eps"),
+    (ms_optim.Came, {"eps": (1e-50, 1e-3, 1e-16)}, "eps[0]"),
+    (ms_optim.Came, {"eps": (1e-30, 1e-3, 1e-46)}, "eps[2]"),
+], ids=["adam", "came-eps0", "came-eps2"])
+def test_eps_that_is_zero_in_float32_is_refused(mode, cls, kwargs, name):
+    param = Parameter(Tensor(np.ones(3, np.float32)), name="w")
+    with pytest.raises(ValueError, match=re.escape(f"'{name}' must be at least 1.401e-45, the smallest positive float32")):
+        cls([param], learning_rate=0.1, **kwargs)
+    cls([param], learning_rate=0.1, **{k: v for k, v in kwargs.items() if k != "eps"})
+
+
+# ---- limits: thread count, fork
+
+_KERNEL_SCRIPT = textwrap.dedent("""
+    import ctypes, os, sys, threading, time
+    import numpy as np
+    sys.path.insert(0, os.path.dirname(sys.argv[1]))
+    from _kernel_abi import adam_arrays as _adam_arrays, call as _call  # numpy and ctypes only: no MindSpore
+    lib = ctypes.CDLL(sys.argv[2])
+    n = 1 << 20  # large enough for the worker pool
+    if sys.argv[3] == "once":
+        arrays = _adam_arrays(n)
+        sys.exit(_call(lib, "MsOptimAdam", arrays) or (0 if np.all(arrays[0] < 1) else 5))
+    stop = False
+    def spin():  # keeps the pool busy in the parent while it forks
+        arrays = _adam_arrays(n)
+        while not stop:
+            _call(lib, "MsOptimAdam", arrays)
+    threading.Thread(target=spin, daemon=True).start()
+    hung = 0
+    for _ in range(int(sys.argv[3])):
+        pid = os.fork()
+        if pid == 0:
+            arrays = _adam_arrays(n)
+            os._exit(_call(lib, "MsOptimAdam", arrays) or (0 if np.all(arrays[0] < 1) else 5))
+        deadline = time.time() + 30
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                if os.waitstatus_to_exitcode(status) != 0:
+                    sys.exit(f"child exited with {os.waitstatus_to_exitcode(status)}")
+                break
+            if time.time() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                hung += 1
+                break
+            time.sleep(0.005)
+    stop = True
+    sys.exit(f"{hung} children hung" if hung else 0)
+""")
+
+
+def _run_kernel_script(tmp_path, arg, threads):
+    script = tmp_path / "kernel_script.py"
+    script.write_text(_KERNEL_SCRIPT)
+    env = dict(os.environ, MS_OPTIM_NUM_THREADS=str(threads))
+    return subprocess.run([sys.executable, str(script), __file__, _build.locate_library("adam"), arg], env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_huge_thread_count_is_capped(tmp_path):
+    result = _run_kernel_script(tmp_path, "once", 100000)
+    assert result.returncode == 0, result.stderr
+    assert "MS_OPTIM_NUM_THREADS=100000 is capped at 256 threads" in result.stderr
+
+
+def test_children_forked_while_the_pool_runs_do_not_hang(tmp_path):
+    """Each child runs a pooled kernel right after a fork taken while the parent's pool is busy; before the pool
+    re-initialised itself after fork, about 2 in 120 such children deadlocked."""
+    result = _run_kernel_script(tmp_path, "60", 2)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("nesterov", [False, True], ids=["plain", "nesterov"])
+def test_offload_delta_kernel_nan_gradients_equal_reference(nesterov):
+    from ms_optim.functional import adam as reference
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    symbol = "MsOptimAdamNesterovDelta" if nesterov else "MsOptimAdamDelta"
+    op = kernels.output_kernel("adam", symbol, ("m", "v"),
+                               ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps", "grad"), like_input=8)
+    grad = np.random.default_rng(2).standard_normal((5, 7)).astype(np.float32)
+    grad[1, 2], grad[3, 4] = np.nan, np.inf
+    results = []
+    for fn in (op, reference.adam_nesterov_delta if nesterov else reference.adam_delta):
+        m = Parameter(Tensor(np.full((5, 7), 0.1, np.float32)), name="m")
+        v = Parameter(Tensor(np.full((5, 7), 0.01, np.float32)), name="v")
+        scalars = [Tensor(x, ms.float32) for x in (0.9 ** 2, 0.999 ** 2, 0.01, 0.9, 0.999, 1e-8)]
+        delta = fn(m, v, *scalars, Tensor(grad))
+        results.append([delta.asnumpy(), m.asnumpy(), v.asnumpy()])
+    for fused, ref in zip(*results):
+        np.testing.assert_array_equal(fused, ref)
+    assert np.isnan(results[0][0]).sum() == 2  # the NaN and the Inf element (inf/inf), nowhere else
+    ms.set_context(mode=ms.GRAPH_MODE)
+
