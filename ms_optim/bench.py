@@ -30,7 +30,8 @@ Method, all in one run:
    B/element: read param, m, s, grad; write param, m, s), timed round-robin, with rectify=False so that every
    timed step runs the adaptive rule (with rectify the first 5 steps are SGD steps, which move the same bytes).
    Peers on the same sizes when importable: labml's AdaBelief (flags set as meant, see docs/adabelief.md) and the
-   authors' adabelief-pytorch, both torch on --threads CPU threads, in the same round-robin.
+   authors' adabelief-pytorch, both torch on --threads CPU threads, timed in a round-robin of their own afterwards:
+   torch's OpenMP threads keep spinning after a step and slowed whichever MindSpore step came next.
 """
 import argparse
 import gc
@@ -302,17 +303,21 @@ def bench_adabelief(args):
                                       ("ms_optim.Adam", lambda p: ms_optim.Adam(p, learning_rate=1e-3)))):
         params = [Parameter(Tensor(w.copy()), name=f"adabelief{i}_w{j}") for j, w in enumerate(init)]
         built.append((name, make(params), params[-1]))
+    timed = _time_round_robin(built, grads, args.steps, args.warmup)
+    del built
+    gc.collect()
     peers = _adabelief_torch_peers()
-    if peers:
+    if peers:  # after the MindSpore pair, never interleaved with it (spinning OpenMP threads, see above)
         import torch
         torch.set_num_threads(args.threads)
+        torch_built = []
         for name, make in peers.items():
             params = [torch.nn.Parameter(torch.from_numpy(w.copy())) for w in init]
             for p, g in zip(params, grad_arrays):
                 p.grad = torch.from_numpy(g.copy())
-            built.append((name, _TorchStep(make(params)), _TorchStep))
+            torch_built.append((name, _TorchStep(make(params)), _TorchStep))
+        timed.update(_time_round_robin(torch_built, None, args.steps, args.warmup))
     del init
-    timed = _time_round_robin(built, grads, args.steps, args.warmup)
     missing = [name for name in ("labml AdaBelief (torch)", "adabelief-pytorch") if name not in peers]
     return timed, missing
 
@@ -473,8 +478,8 @@ def main(argv=None):
         bound = DENSE_BYTES * n / B
         print()
         print(f"AdaBelief: the case above ({n} float32 elements in {args.tensors} tensors), rectify=False (every step "
-              f"adaptive); median of {args.steps} steps after {args.warmup} warm-up, interleaved; bound = "
-              f"{DENSE_BYTES} B/elem over B")
+              f"adaptive); median of {args.steps} steps after {args.warmup} warm-up, MindSpore pair interleaved, "
+              f"torch peers timed after it; bound = {DENSE_BYTES} B/elem over B")
         print(f"  {'optimizer':<26}{'step ms':>9}{'b2b ms':>9}{'vs ms_optim.Adam':>18}{'vs bound':>10}")
         for name, (t, batch) in adabelief.items():
             print(f"  {name:<26}{t * 1e3:>9.2f}{batch * 1e3:>9.2f}{t / adam_t:>17.2f}x{t / bound:>9.2f}x")
