@@ -7,8 +7,8 @@
 //   v    = v + (g * g - v) * (1 - beta2)
 //   vhat = max(vhat, v)                          (amsgrad only; the denominator then uses vhat)
 //   p    = p - lr_t * m_used / (sqrt(v) + eps),  m_used = beta1 m + (1 - beta1) g with nesterov, else m
-// AdaBelief (labml's formula) differs in two places only, the `Rule` template parameter below:
-//   - before the moments, labml's weight decay: g = g + wd_coupled * p;  p = p * decay
+// AdaBelief (labml's formula) differs in these places only, the `kRule` template parameter below:
+//   - labml's weight decay: coupled g = g + wd * p before the moments, or decoupled p = p * decay
 //   - the second moment averages the belief (g - m)^2, with the new m, instead of g^2
 //   - the step: adaptive  p = p - step_size * m / (sqrt(s_used + eps) * denom_scale + eps)
 //               SGD       p = p - step_size * m       (rectification term intractable, degenerate_to_sgd)
@@ -27,11 +27,18 @@ namespace {
 struct AdamScalars {
   float lr_t, beta1, beta2, one_minus_beta1, one_minus_beta2, eps;
   float coupled_wd = 0.0f, decay = 1.0f, denom_scale = 1.0f;  // AdaBelief: weight decay, 1/sqrt(bc2) or 1
-  int rule = 0;                                               // AdaBelief: the Rule of this step
+  int rule = 0;                                               // AdaBelief: the rule of this call, BeliefRule()
 };
 
-// The family member and, for AdaBelief, the kind of step (chosen per call from the rectification term).
-enum Rule : int { kAdamRule = 0, kBeliefAdaptive = 1, kBeliefSgd = 2, kBeliefKeep = 3 };
+// The rule of a call: Adam (0), or for AdaBelief the kind of step (chosen per call from the rectification term)
+// and the kind of weight decay. With weight decay 0 no decay is computed: p * 1 and g + 0 * p are p and g
+// (for finite p), and the loop then reads p only where it writes it, as Adam's does.
+enum BeliefStep : int { kAdaptiveStep = 0, kSgdStep = 1, kKeepStep = 2 };
+enum BeliefDecay : int { kNoDecay = 0, kCoupledDecay = 1, kDecoupledDecay = 2 };  // decoupled: also absolute
+constexpr int kAdamRule = 0;
+constexpr int BeliefRule(int step, int decay) { return 1 + 3 * step + decay; }
+constexpr int StepOf(int rule) { return (rule - 1) / 3; }
+constexpr int DecayOf(int rule) { return (rule - 1) % 3; }
 
 // Inputs b1p, b2p, lr, beta1, beta2, eps start at `first`; all must be float32 scalars.
 int ReadAdamScalars(const AotArgs &a, int first, AdamScalars *s) {
@@ -77,8 +84,10 @@ int ReadAdaBeliefScalars(const AotArgs &a, int first, AdamScalars *s) {
   s->eps = h[2];
   s->coupled_wd = decay_mode == 0.0f ? wd : 0.0f;
   s->decay = decay_mode == 1.0f ? 1.0f - lr * wd : (decay_mode == 2.0f ? 1.0f - wd : 1.0f);
+  const int decay = wd == 0.0f ? kNoDecay : (decay_mode == 0.0f ? kCoupledDecay : kDecoupledDecay);
+  int step;
   if (r > 0.0f) {
-    s->rule = kBeliefAdaptive;
+    step = kAdaptiveStep;
     if (optimized_update) {
       s->lr_t = lr * std::sqrt(bc2) * r / bc1;
       s->denom_scale = 1.0f;
@@ -87,9 +96,10 @@ int ReadAdaBeliefScalars(const AotArgs &a, int first, AdamScalars *s) {
       s->denom_scale = 1.0f / std::sqrt(bc2);
     }
   } else {
-    s->rule = degenerate_to_sgd ? kBeliefSgd : kBeliefKeep;
+    step = degenerate_to_sgd ? kSgdStep : kKeepStep;
     s->lr_t = lr / bc1;
   }
+  s->rule = BeliefRule(step, decay);
   return kOk;
 }
 
@@ -98,14 +108,14 @@ template <int kRule, bool kNesterov, bool kAmsgrad, bool kDelta, typename P, typ
 inline void AdamRange(int64_t begin, int64_t end, P *param, S *m, S *v, S *vhat, const G *grad, P *delta,
                       const AdamScalars &s) {
   constexpr bool kBelief = kRule != kAdamRule;
+  constexpr int kStep = kBelief ? StepOf(kRule) : -1, kDecay = kBelief ? DecayOf(kRule) : kNoDecay;
   static_assert(!kBelief || (!kNesterov && !kDelta), "AdaBelief has no nesterov or increment variant");
   for (int64_t i = begin; i < end; ++i) {
     float g = Load(grad, i);
     float p = 0.0f;
-    if constexpr (kBelief) {  // labml's weight decay comes first: coupled into g, or decoupled from p
+    if constexpr (kDecay == kCoupledDecay) {  // labml's weight decay, before the moments
       p = Load(param, i);
       g = g + s.coupled_wd * p;
-      p = p * s.decay;
     }
     float mi = Load(m, i), vi = Load(v, i);
     mi = mi + (g - mi) * s.one_minus_beta1;
@@ -131,12 +141,19 @@ inline void AdamRange(int64_t begin, int64_t end, P *param, S *m, S *v, S *vhat,
       } else {
         Store(param, i, Load(param, i) - step);
       }
-    } else if constexpr (kRule == kBeliefAdaptive) {  // eps inside the root (never stored in s) and outside
-      Store(param, i, p - s.lr_t * mi / (std::sqrt(denom_v + s.eps) * s.denom_scale + s.eps));
-    } else if constexpr (kRule == kBeliefSgd) {
-      Store(param, i, p - s.lr_t * mi);
     } else {
-      Store(param, i, p);
+      if constexpr (kDecay == kDecoupledDecay) {
+        p = Load(param, i) * s.decay;
+      } else if constexpr (kDecay == kNoDecay) {
+        p = Load(param, i);
+      }
+      if constexpr (kStep == kAdaptiveStep) {  // eps inside the root (never stored in s) and outside
+        Store(param, i, p - s.lr_t * mi / (std::sqrt(denom_v + s.eps) * s.denom_scale + s.eps));
+      } else if constexpr (kStep == kSgdStep) {
+        Store(param, i, p - s.lr_t * mi);
+      } else if constexpr (kDecay == kDecoupledDecay) {  // keep: only the decay changes p
+        Store(param, i, p);
+      }
     }
   }
 }
@@ -153,23 +170,27 @@ MS_OPTIM_ADAM_F32(AdamNesterovF32, kAdamRule, true, false, false)
 MS_OPTIM_ADAM_F32(AdamAmsgradF32, kAdamRule, false, true, false)
 MS_OPTIM_ADAM_F32(AdamDeltaF32, kAdamRule, false, false, true)
 MS_OPTIM_ADAM_F32(AdamNesterovDeltaF32, kAdamRule, true, false, true)
-MS_OPTIM_ADAM_F32(BeliefAdaptiveF32, kBeliefAdaptive, false, false, false)
-MS_OPTIM_ADAM_F32(BeliefAdaptiveAmsgradF32, kBeliefAdaptive, false, true, false)
-MS_OPTIM_ADAM_F32(BeliefSgdF32, kBeliefSgd, false, false, false)
-MS_OPTIM_ADAM_F32(BeliefSgdAmsgradF32, kBeliefSgd, false, true, false)
-MS_OPTIM_ADAM_F32(BeliefKeepF32, kBeliefKeep, false, false, false)
-MS_OPTIM_ADAM_F32(BeliefKeepAmsgradF32, kBeliefKeep, false, true, false)
+// AdaBelief's adaptive step (every step after the first few); its SGD and keep steps use the plain loop below.
+MS_OPTIM_ADAM_F32(BeliefF32, BeliefRule(kAdaptiveStep, kNoDecay), false, false, false)
+MS_OPTIM_ADAM_F32(BeliefAmsgradF32, BeliefRule(kAdaptiveStep, kNoDecay), false, true, false)
+MS_OPTIM_ADAM_F32(BeliefCoupledF32, BeliefRule(kAdaptiveStep, kCoupledDecay), false, false, false)
+MS_OPTIM_ADAM_F32(BeliefCoupledAmsgradF32, BeliefRule(kAdaptiveStep, kCoupledDecay), false, true, false)
+MS_OPTIM_ADAM_F32(BeliefDecoupledF32, BeliefRule(kAdaptiveStep, kDecoupledDecay), false, false, false)
+MS_OPTIM_ADAM_F32(BeliefDecoupledAmsgradF32, BeliefRule(kAdaptiveStep, kDecoupledDecay), false, true, false)
 #undef MS_OPTIM_ADAM_F32
 
 template <int kRule, bool kNesterov, bool kAmsgrad, bool kDelta>
 void AdamF32Range(int64_t b, int64_t e, float *p, float *m, float *v, float *vh, const float *g, float *d,
                   const AdamScalars &s) {
-  if constexpr (kRule == kBeliefAdaptive) {
-    kAmsgrad ? BeliefAdaptiveAmsgradF32(b, e, p, m, v, vh, g, d, s) : BeliefAdaptiveF32(b, e, p, m, v, vh, g, d, s);
-  } else if constexpr (kRule == kBeliefSgd) {
-    kAmsgrad ? BeliefSgdAmsgradF32(b, e, p, m, v, vh, g, d, s) : BeliefSgdF32(b, e, p, m, v, vh, g, d, s);
-  } else if constexpr (kRule == kBeliefKeep) {
-    kAmsgrad ? BeliefKeepAmsgradF32(b, e, p, m, v, vh, g, d, s) : BeliefKeepF32(b, e, p, m, v, vh, g, d, s);
+  if constexpr (kRule != kAdamRule && StepOf(kRule) != kAdaptiveStep) {
+    AdamRange<kRule, kNesterov, kAmsgrad, kDelta>(b, e, p, m, v, vh, g, d, s);
+  } else if constexpr (kRule == BeliefRule(kAdaptiveStep, kNoDecay)) {
+    kAmsgrad ? BeliefAmsgradF32(b, e, p, m, v, vh, g, d, s) : BeliefF32(b, e, p, m, v, vh, g, d, s);
+  } else if constexpr (kRule == BeliefRule(kAdaptiveStep, kCoupledDecay)) {
+    kAmsgrad ? BeliefCoupledAmsgradF32(b, e, p, m, v, vh, g, d, s) : BeliefCoupledF32(b, e, p, m, v, vh, g, d, s);
+  } else if constexpr (kRule == BeliefRule(kAdaptiveStep, kDecoupledDecay)) {
+    kAmsgrad ? BeliefDecoupledAmsgradF32(b, e, p, m, v, vh, g, d, s)
+             : BeliefDecoupledF32(b, e, p, m, v, vh, g, d, s);
   } else if constexpr (kAmsgrad) {
     AdamAmsgradF32(b, e, p, m, v, vh, g, d, s);
   } else if constexpr (kDelta) {
@@ -180,15 +201,20 @@ void AdamF32Range(int64_t b, int64_t e, float *p, float *m, float *v, float *vh,
 }
 
 // Calls fn(std::integral_constant<int, rule>) for the rule of this call: always kAdamRule for Adam (one
-// instantiation); AdaBelief's step kind is chosen per call, once, from its scalars.
+// instantiation); AdaBelief's rule (step and weight-decay kind) is chosen per call, once, from its scalars.
+template <int kFirst, int kLast, typename Fn>
+int WithRuleIn(int rule, Fn &&fn) {
+  if constexpr (kFirst == kLast) {
+    return fn(std::integral_constant<int, kLast>{});
+  } else {
+    return rule == kFirst ? fn(std::integral_constant<int, kFirst>{}) : WithRuleIn<kFirst + 1, kLast>(rule, fn);
+  }
+}
+
 template <bool kBelief, typename Fn>
 int WithRule(int rule, Fn &&fn) {
   if constexpr (kBelief) {
-    switch (rule) {
-      case kBeliefAdaptive: return fn(std::integral_constant<int, kBeliefAdaptive>{});
-      case kBeliefSgd: return fn(std::integral_constant<int, kBeliefSgd>{});
-      default: return fn(std::integral_constant<int, kBeliefKeep>{});
-    }
+    return WithRuleIn<BeliefRule(0, 0), BeliefRule(kKeepStep, kDecoupledDecay)>(rule, fn);
   } else {
     return fn(std::integral_constant<int, kAdamRule>{});
   }
