@@ -155,3 +155,14 @@ def check_weight_decay(cls_name, value):
         raise ValueError(f"For '{cls_name}', the 'weight_decay' must be greater than or equal to 0, "
                          f"but got {value}.")
     return value
+
+
+def weight_decay_per_param(params, parameters, weight_decay):
+    """Each of ``parameters``' weight decay: its group's 'weight_decay' in ``params`` (the groups as given), else
+    the ``weight_decay`` argument. For optimizers that apply the decay inside their own update."""
+    by_name = {}
+    for group in params:
+        if isinstance(group, dict) and "params" in group:
+            for p in group["params"]:
+                by_name[p.name] = float(group.get("weight_decay", weight_decay))
+    return tuple(by_name.get(p.name, weight_decay) for p in parameters)

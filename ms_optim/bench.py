@@ -26,6 +26,12 @@ Method, all in one run:
 5. CAME: ``--came-matrices`` float32 matrices of ``--came-shape`` (default 8 of 1024 x 2048), ms_optim.Came vs
    nn.AdaFactor (the built-in factored optimizer, with a fixed learning rate like the others) vs ms_optim.Adam,
    timed round-robin as in 2., plus optimizer-state bytes per trained parameter element.
+6. AdaBelief: ms_optim.AdaBelief next to ms_optim.Adam on the case of 2. (same elements and tensors, both 28
+   B/element: read param, m, s, grad; write param, m, s), timed round-robin, with rectify=False so that every
+   timed step runs the adaptive rule (with rectify the first 5 steps are SGD steps, which move the same bytes).
+   Peers on the same sizes when importable: labml's AdaBelief (flags set as meant, see docs/adabelief.md) and the
+   authors' adabelief-pytorch, both torch on --threads CPU threads, timed in a round-robin of their own afterwards:
+   torch's OpenMP threads keep spinning after a step and slowed whichever MindSpore step came next.
 """
 import argparse
 import gc
@@ -48,6 +54,8 @@ TARGET_CAME_VS_ADAM = 1.5
 TARGET_CAME_VS_ADAFACTOR = 0.3
 ADAM_STATE_BYTES = 8  # m and v, float32
 TARGET_CAME_STATE_VS_ADAM = 0.6  # "well under Adam's": at most 60 % of its state bytes
+TARGET_ADABELIEF_VS_ADAM = 1.1
+TARGET_ADABELIEF_VS_BOUND = 1.3
 
 
 # ---------------------------------------------------------------------------------------------- bandwidth
@@ -236,6 +244,84 @@ def bench_came(args):
     return {name: (*timed[name], state_bytes[name]) for name, _, _ in built}
 
 
+class _TorchStep:
+    """A torch optimizer behind the interface _time_round_robin times: call = one step (the gradients were set once
+    on the parameters), ``asnumpy`` of the "last parameter" = nothing to wait for (torch CPU ops are synchronous)."""
+
+    def __init__(self, opt):
+        self.opt = opt
+
+    def __call__(self, grads):
+        return self.opt.step()
+
+    @staticmethod
+    def asnumpy():
+        return None
+
+
+def _adabelief_torch_peers():
+    """{name: make(params)} for the torch AdaBelief implementations that can be imported here."""
+    peers = {}
+    try:
+        from labml_nn.optimizers import WeightDecay
+        from labml_nn.optimizers.ada_belief import AdaBelief as LabmlAdaBelief
+        from labml_nn.optimizers.radam import RAdam
+
+        class AsMeant(LabmlAdaBelief):  # labml's constructor passes its flags by position into the wrong slots
+            def __init__(self, params):
+                RAdam.__init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=WeightDecay(),
+                               optimized_update=False, amsgrad=False, degenerated_to_sgd=True, defaults={})
+                self.rectify = False
+
+        peers["labml AdaBelief (torch)"] = AsMeant
+    except ImportError:
+        pass
+    try:
+        from adabelief_pytorch import AdaBelief as AuthorsAdaBelief
+        peers["adabelief-pytorch"] = lambda p: AuthorsAdaBelief(p, lr=1e-3, eps=1e-16, betas=(0.9, 0.999),
+                                                                weight_decouple=True, rectify=False, print_change_log=False)
+    except ImportError:
+        pass
+    return peers
+
+
+def bench_adabelief(args):
+    """{name: (median step s, back-to-back s)}: ms_optim.AdaBelief, ms_optim.Adam and the importable torch peers
+    on the case of bench_steps, timed round-robin; and the names of the peers that could not be imported."""
+    import numpy as np
+    from mindspore import Parameter, Tensor
+
+    import ms_optim
+
+    per = args.elements // args.tensors
+    rng = np.random.default_rng(1)
+    init = [rng.standard_normal(per, dtype=np.float32) * 0.1 for _ in range(args.tensors)]
+    grad_arrays = [rng.standard_normal(per, dtype=np.float32) * 0.01 for _ in range(args.tensors)]
+    grads = tuple(Tensor(g) for g in grad_arrays)
+    built = []
+    for i, (name, make) in enumerate((("ms_optim.AdaBelief", lambda p: ms_optim.AdaBelief(p, lr=1e-3, rectify=False)),
+                                      ("ms_optim.Adam", lambda p: ms_optim.Adam(p, learning_rate=1e-3)))):
+        params = [Parameter(Tensor(w.copy()), name=f"adabelief{i}_w{j}") for j, w in enumerate(init)]
+        built.append((name, make(params), params[-1]))
+    timed = _time_round_robin(built, grads, args.steps, args.warmup)
+    del built
+    gc.collect()
+    peers = _adabelief_torch_peers()
+    if peers:  # after the MindSpore pair, never interleaved with it (spinning OpenMP threads, see above)
+        import torch
+        torch.set_num_threads(args.threads)
+        torch_built = []
+        for name, make in peers.items():
+            params = [torch.nn.Parameter(torch.from_numpy(w.copy())) for w in init]
+            for p, g in zip(params, grad_arrays):
+                p.grad = torch.from_numpy(g.copy())
+            torch_built.append((name, _TorchStep(make(params)), _TorchStep))
+        timed.update(_time_round_robin(torch_built, None, args.steps, args.warmup))
+    del init
+    missing = [name for name in ("labml AdaBelief (torch)", "adabelief-pytorch") if name not in peers]
+    return timed, missing
+
+
 # --------------------------------------------------------------------------------------------- compile time
 def _compile_worker(which, layers, width, threads):
     """Runs in a subprocess: first-step time minus steady step time for TrainOneStepCell(which optimizer)."""
@@ -316,6 +402,7 @@ def main(argv=None):
                         default=1 << 25, help="elements per triad array (default 2**25)")
     parser.add_argument("--skip-compile", action="store_true", help="skip the compile-time measurement")
     parser.add_argument("--skip-came", action="store_true", help="skip the CAME comparison")
+    parser.add_argument("--skip-adabelief", action="store_true", help="skip the AdaBelief comparison")
     parser.add_argument("--came-shape", type=int, nargs=2, default=(1024, 2048), metavar=("ROWS", "COLS"),
                         help="shape of each CAME benchmark matrix (default 1024 2048)")
     parser.add_argument("--came-matrices", type=int, default=8, help="matrices in the CAME benchmark (default 8)")
@@ -384,6 +471,21 @@ def main(argv=None):
             print(f"  {name:<16}{t * 1e3:>9.2f}{batch * 1e3:>9.2f}{t / came['ms_optim.Adam'][0]:>8.2f}x"
                   f"{t / came['nn.AdaFactor'][0]:>13.2f}x{state:>15.2f}")
 
+    adabelief = None
+    if not args.skip_adabelief:
+        adabelief, missing = bench_adabelief(args)
+        adam_t = adabelief["ms_optim.Adam"][0]
+        bound = DENSE_BYTES * n / B
+        print()
+        print(f"AdaBelief: the case above ({n} float32 elements in {args.tensors} tensors), rectify=False (every step "
+              f"adaptive); median of {args.steps} steps after {args.warmup} warm-up, MindSpore pair interleaved, "
+              f"torch peers timed after it; bound = {DENSE_BYTES} B/elem over B")
+        print(f"  {'optimizer':<26}{'step ms':>9}{'b2b ms':>9}{'vs ms_optim.Adam':>18}{'vs bound':>10}")
+        for name, (t, batch) in adabelief.items():
+            print(f"  {name:<26}{t * 1e3:>9.2f}{batch * 1e3:>9.2f}{t / adam_t:>17.2f}x{t / bound:>9.2f}x")
+        if missing:
+            print(f"  (not importable here, so not run: {', '.join(missing)})")
+
     compile_ratio = None
     if not args.skip_compile:
         n_params, runs = bench_compile(args)
@@ -415,6 +517,13 @@ def main(argv=None):
     else:
         print(f"  compile ms_optim <= {TARGET_COMPILE_VS_NN:.2f}x nn.Adam:          {compile_ratio:.2f}x  "
               f"{_verdict(compile_ratio <= TARGET_COMPILE_VS_NN)}")
+    if adabelief is not None:
+        vs_adam = adabelief["ms_optim.AdaBelief"][0] / adabelief["ms_optim.Adam"][0]
+        vs_bound = adabelief["ms_optim.AdaBelief"][0] / (DENSE_BYTES * n / B)
+        print(f"  adabelief ms_optim.AdaBelief <= {TARGET_ADABELIEF_VS_ADAM:.2f}x ms_optim.Adam: {vs_adam:.2f}x  "
+              f"{_verdict(vs_adam <= TARGET_ADABELIEF_VS_ADAM)}")
+        print(f"  adabelief ms_optim.AdaBelief <= {TARGET_ADABELIEF_VS_BOUND:.2f}x memory bound:  {vs_bound:.2f}x  "
+              f"{_verdict(vs_bound <= TARGET_ADABELIEF_VS_BOUND)}")
     if came is not None:
         vs_adam = came["ms_optim.Came"][0] / came["ms_optim.Adam"][0]
         vs_adafactor = came["ms_optim.Came"][0] / came["nn.AdaFactor"][0]

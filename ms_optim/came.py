@@ -175,7 +175,7 @@ class Came(nn.Optimizer):
         self.decay_rate = Tensor(-decay_rate, mstype.float32)
         self.step = Parameter(initializer(0, [1], mstype.float32), name="afactor_step")
         self._init_state(compression)
-        decays = self._weight_decay_per_param(params, weight_decay)
+        decays = check.weight_decay_per_param(params, self._parameters, weight_decay)
         self.hyper = tuple(Tensor([beta1, beta3, eps[0], eps[1], eps[2], clip_threshold, wd,
                                    1.0 if scale_parameter else 0.0], mstype.float32) for wd in decays)
         self.factored = tuple(len(p.shape) >= 2 for p in self._parameters)
@@ -194,15 +194,6 @@ class Came(nn.Optimizer):
                 if not 0.0 <= value <= 1.0:
                     raise ValueError(f"For '{name}', a group's 'weight_decay' must be in range of [0.0, 1.0], "
                                      f"but got {value}.")
-
-    def _weight_decay_per_param(self, params, weight_decay):
-        """Each parameter's decoupled weight decay: its group's, else the `weight_decay` argument."""
-        by_name = {}
-        for group in params:
-            if isinstance(group, dict) and "params" in group:
-                for p in group["params"]:
-                    by_name[p.name] = float(group.get("weight_decay", weight_decay))
-        return tuple(by_name.get(p.name, weight_decay) for p in self._parameters)
 
     def _init_state(self, compression):
         """State Parameters named as mindformers 1.8 names them, so checkpoints move between the two."""

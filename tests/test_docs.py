@@ -7,7 +7,7 @@ import mindspore as ms
 import ms_optim
 
 
-@pytest.mark.parametrize("obj", [ms_optim.Adam, ms_optim.Came], ids=lambda o: o.__name__)
+@pytest.mark.parametrize("obj", [ms_optim.Adam, ms_optim.Came, ms_optim.AdaBelief], ids=lambda o: o.__name__)
 def test_docstring_example_runs(obj):
     ms.set_context(mode=ms.GRAPH_MODE)
     finder = doctest.DocTestFinder(recurse=False)

@@ -332,7 +332,7 @@ def test_kernel_refuses_mismatched_shapes():
 
 
 @pytest.mark.parametrize("bad", ["shape", "dtype"])
-@pytest.mark.parametrize("cls", [ms_optim.Adam, ms_optim.Came], ids=["Adam", "Came"])
+@pytest.mark.parametrize("cls", [ms_optim.Adam, ms_optim.Came, ms_optim.AdaBelief], ids=["Adam", "Came", "AdaBelief"])
 def test_bad_gradient_refused_before_any_update(mode, cls, bad):
     """A gradient whose shape (ValueError) or dtype (TypeError) is not its parameter's is refused when the step's
     graph is built, so no parameter, state or step counter of that step has moved (the kernel itself would only
@@ -369,7 +369,8 @@ def test_library_name_tracks_sources_and_builds(tmp_path):
     assert _build.verify_library(lib) == lib  # size and hash recorded beside it, as for every build
     handle = ctypes.CDLL(lib)
     for symbol in ("MsOptimAdam", "MsOptimAdamNesterov", "MsOptimAdamAmsgrad", "MsOptimAdamDelta",
-                   "MsOptimAdamNesterovDelta", "MsOptimLazyAdam", "MsOptimLazyAdamNesterov"):
+                   "MsOptimAdamNesterovDelta", "MsOptimLazyAdam", "MsOptimLazyAdamNesterov", "MsOptimAdaBelief",
+                   "MsOptimAdaBeliefAmsgrad"):
         assert hasattr(handle, symbol), symbol
 
 

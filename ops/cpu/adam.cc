@@ -1,11 +1,20 @@
-// Fused Adam kernels for the CPU (mindspore.ops.Custom, func_type="aot").
+// Fused Adam-family kernels for the CPU (mindspore.ops.Custom, func_type="aot"): Adam and AdaBelief.
 //
-// One pass over memory updates the parameter and its state in place:
+// One pass over memory updates the parameter and its state in place.
+// Adam:
 //   lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t)
 //   m    = m + (g - m) * (1 - beta1)             (= beta1 m + (1 - beta1) g)
 //   v    = v + (g * g - v) * (1 - beta2)
 //   vhat = max(vhat, v)                          (amsgrad only; the denominator then uses vhat)
 //   p    = p - lr_t * m_used / (sqrt(v) + eps),  m_used = beta1 m + (1 - beta1) g with nesterov, else m
+// AdaBelief (labml's formula) differs in these places only, the `kRule` template parameter below:
+//   - labml's weight decay: coupled g = g + wd * p before the moments, or decoupled p = p * decay
+//   - the second moment averages the belief (g - m)^2, with the new m, instead of g^2
+//   - the step: adaptive  p = p - step_size * m / (sqrt(s_used + eps) * denom_scale + eps)
+//               SGD       p = p - step_size * m       (rectification term intractable, degenerate_to_sgd)
+//               keep      p unchanged                 (intractable, no SGD fallback; the state still updates)
+//   where the per-step scalars bc1 = 1 - beta1^t, bc2 = 1 - beta2^t and the rectification term r are computed
+//   once per step in float64 by the caller and arrive as float32 (see ReadAdaBeliefScalars).
 // The operation order is the one MindSpore's CPU Adam kernels use and the reference path in
 // ms_optim/functional/adam.py spells out; it is compiled with -ffp-contract=off so no FMA changes rounding.
 // Math is float32 whatever the storage type (float32 / float16 / bfloat16) of parameter and state.
@@ -14,9 +23,22 @@
 namespace ms_optim {
 namespace {
 
+// Per-call scalars. Adam uses lr_t as its step size; AdaBelief also the fields after eps.
 struct AdamScalars {
   float lr_t, beta1, beta2, one_minus_beta1, one_minus_beta2, eps;
+  float coupled_wd = 0.0f, decay = 1.0f, denom_scale = 1.0f;  // AdaBelief: weight decay, 1/sqrt(bc2) or 1
+  int rule = 0;                                               // AdaBelief: the rule of this call, BeliefRule()
 };
+
+// The rule of a call: Adam (0), or for AdaBelief the kind of step (chosen per call from the rectification term)
+// and the kind of weight decay. With weight decay 0 no decay is computed: p * 1 and g + 0 * p are p and g
+// (for finite p), and the loop then reads p only where it writes it, as Adam's does.
+enum BeliefStep : int { kAdaptiveStep = 0, kSgdStep = 1, kKeepStep = 2 };
+enum BeliefDecay : int { kNoDecay = 0, kCoupledDecay = 1, kDecoupledDecay = 2 };  // decoupled: also absolute
+constexpr int kAdamRule = 0;
+constexpr int BeliefRule(int step, int decay) { return 1 + 3 * step + decay; }
+constexpr int StepOf(int rule) { return (rule - 1) / 3; }
+constexpr int DecayOf(int rule) { return (rule - 1) % 3; }
 
 // Inputs b1p, b2p, lr, beta1, beta2, eps start at `first`; all must be float32 scalars.
 int ReadAdamScalars(const AotArgs &a, int first, AdamScalars *s) {
@@ -34,15 +56,75 @@ int ReadAdamScalars(const AotArgs &a, int first, AdamScalars *s) {
   return kOk;
 }
 
+// AdaBelief's scalar inputs from `first` on: lr, bc1, bc2, r (float32 scalars) and hyper, the float32 tensor
+// (1 - beta1, 1 - beta2, eps, weight_decay, decay_mode, optimized_update, degenerate_to_sgd) that
+// ms_optim/adabelief.py builds per parameter. bc1 = 1 - beta1^t, bc2 = 1 - beta2^t and r (the rectification
+// term; 1 without rectify, 0 where it is intractable) come from the caller's float64 per-step computation.
+// decay_mode: 0 coupled (g += wd p), 1 decoupled (p *= 1 - lr wd), 2 absolute (p *= 1 - wd).
+constexpr int kBeliefHyperSize = 7;
+
+int ReadAdaBeliefScalars(const AotArgs &a, int first, AdamScalars *s) {
+  static const char *const names[] = {"lr", "bc1", "bc2", "r"};
+  for (int i = first; i < first + 4; ++i) {
+    if (!a.is_f32_scalar(i)) return a.reject_scalar(i, names[i - first]);
+  }
+  const int hyper_i = first + 4;
+  if (a.dtype(hyper_i) != DType::kF32 || a.numel(hyper_i) != kBeliefHyperSize) {
+    return Reject(kBadScalar, "'hyper' must be %d float32 values, but has dtype %s and shape %s", kBeliefHyperSize,
+                  a.dtypes[hyper_i], a.shape_str(hyper_i).c_str());
+  }
+  const float *h = static_cast<const float *>(a.params[hyper_i]);
+  const float lr = a.scalar(first), bc1 = a.scalar(first + 1), bc2 = a.scalar(first + 2), r = a.scalar(first + 3);
+  const float wd = h[3], decay_mode = h[4];
+  const bool optimized_update = h[5] != 0.0f, degenerate_to_sgd = h[6] != 0.0f;
+  s->one_minus_beta1 = h[0];
+  s->one_minus_beta2 = h[1];
+  s->beta1 = 1.0f - h[0];
+  s->beta2 = 1.0f - h[1];
+  s->eps = h[2];
+  s->coupled_wd = decay_mode == 0.0f ? wd : 0.0f;
+  s->decay = decay_mode == 1.0f ? 1.0f - lr * wd : (decay_mode == 2.0f ? 1.0f - wd : 1.0f);
+  const int decay = wd == 0.0f ? kNoDecay : (decay_mode == 0.0f ? kCoupledDecay : kDecoupledDecay);
+  int step;
+  if (r > 0.0f) {
+    step = kAdaptiveStep;
+    if (optimized_update) {
+      s->lr_t = lr * std::sqrt(bc2) * r / bc1;
+      s->denom_scale = 1.0f;
+    } else {
+      s->lr_t = lr * r / bc1;
+      s->denom_scale = 1.0f / std::sqrt(bc2);
+    }
+  } else {
+    step = degenerate_to_sgd ? kSgdStep : kKeepStep;
+    s->lr_t = lr / bc1;
+  }
+  s->rule = BeliefRule(step, decay);
+  return kOk;
+}
+
 // The per-element update; `delta` (offload) receives -lr_t * m_used / denom instead of p being written.
-template <bool kNesterov, bool kAmsgrad, bool kDelta, typename P, typename S, typename G>
+template <int kRule, bool kNesterov, bool kAmsgrad, bool kDelta, typename P, typename S, typename G>
 inline void AdamRange(int64_t begin, int64_t end, P *param, S *m, S *v, S *vhat, const G *grad, P *delta,
                       const AdamScalars &s) {
+  constexpr bool kBelief = kRule != kAdamRule;
+  constexpr int kStep = kBelief ? StepOf(kRule) : -1, kDecay = kBelief ? DecayOf(kRule) : kNoDecay;
+  static_assert(!kBelief || (!kNesterov && !kDelta), "AdaBelief has no nesterov or increment variant");
   for (int64_t i = begin; i < end; ++i) {
-    const float g = Load(grad, i);
+    float g = Load(grad, i);
+    float p = 0.0f;
+    if constexpr (kDecay == kCoupledDecay) {  // labml's weight decay, before the moments
+      p = Load(param, i);
+      g = g + s.coupled_wd * p;
+    }
     float mi = Load(m, i), vi = Load(v, i);
     mi = mi + (g - mi) * s.one_minus_beta1;
-    vi = vi + (g * g - vi) * s.one_minus_beta2;
+    if constexpr (kBelief) {
+      const float belief = g - mi;  // AdaBelief: the variance of g around the new m, not g^2
+      vi = vi + (belief * belief - vi) * s.one_minus_beta2;
+    } else {
+      vi = vi + (g * g - vi) * s.one_minus_beta2;
+    }
     Store(m, i, mi);
     Store(v, i, vi);
     float denom_v = vi;
@@ -51,34 +133,65 @@ inline void AdamRange(int64_t begin, int64_t end, P *param, S *m, S *v, S *vhat,
       denom_v = vh > vi ? vh : vi;  // max(vhat, v) as a select (vectorizes); NaN as the reference path: v's
       Store(vhat, i, denom_v);
     }
-    const float m_used = kNesterov ? mi * s.beta1 + s.one_minus_beta1 * g : mi;
-    const float step = s.lr_t * m_used / (std::sqrt(denom_v) + s.eps);
-    if constexpr (kDelta) {
-      Store(delta, i, -step);
+    if constexpr (kRule == kAdamRule) {
+      const float m_used = kNesterov ? mi * s.beta1 + s.one_minus_beta1 * g : mi;
+      const float step = s.lr_t * m_used / (std::sqrt(denom_v) + s.eps);
+      if constexpr (kDelta) {
+        Store(delta, i, -step);
+      } else {
+        Store(param, i, Load(param, i) - step);
+      }
     } else {
-      Store(param, i, Load(param, i) - step);
+      if constexpr (kDecay == kDecoupledDecay) {
+        p = Load(param, i) * s.decay;
+      } else if constexpr (kDecay == kNoDecay) {
+        p = Load(param, i);
+      }
+      if constexpr (kStep == kAdaptiveStep) {  // eps inside the root (never stored in s) and outside
+        Store(param, i, p - s.lr_t * mi / (std::sqrt(denom_v + s.eps) * s.denom_scale + s.eps));
+      } else if constexpr (kStep == kSgdStep) {
+        Store(param, i, p - s.lr_t * mi);
+      } else if constexpr (kDecay == kDecoupledDecay) {  // keep: only the decay changes p
+        Store(param, i, p);
+      }
     }
   }
 }
 
 // float32 is the hot case: give it SIMD clones (AVX-512 / AVX2 / baseline), chosen at load time.
-#define MS_OPTIM_ADAM_F32(NAME, NESTEROV, AMSGRAD, DELTA)                                                   \
+#define MS_OPTIM_ADAM_F32(NAME, RULE, NESTEROV, AMSGRAD, DELTA)                                             \
   MS_OPTIM_SIMD_CLONES void NAME(int64_t b, int64_t e, float *__restrict p, float *__restrict m,               \
                                  float *__restrict v, float *__restrict vh, const float *__restrict g,         \
                                  float *__restrict d, const AdamScalars &s) {                                  \
-    AdamRange<NESTEROV, AMSGRAD, DELTA>(b, e, p, m, v, vh, g, d, s);                                           \
+    AdamRange<RULE, NESTEROV, AMSGRAD, DELTA>(b, e, p, m, v, vh, g, d, s);                                     \
   }
-MS_OPTIM_ADAM_F32(AdamF32, false, false, false)
-MS_OPTIM_ADAM_F32(AdamNesterovF32, true, false, false)
-MS_OPTIM_ADAM_F32(AdamAmsgradF32, false, true, false)
-MS_OPTIM_ADAM_F32(AdamDeltaF32, false, false, true)
-MS_OPTIM_ADAM_F32(AdamNesterovDeltaF32, true, false, true)
+MS_OPTIM_ADAM_F32(AdamF32, kAdamRule, false, false, false)
+MS_OPTIM_ADAM_F32(AdamNesterovF32, kAdamRule, true, false, false)
+MS_OPTIM_ADAM_F32(AdamAmsgradF32, kAdamRule, false, true, false)
+MS_OPTIM_ADAM_F32(AdamDeltaF32, kAdamRule, false, false, true)
+MS_OPTIM_ADAM_F32(AdamNesterovDeltaF32, kAdamRule, true, false, true)
+// AdaBelief's adaptive step (every step after the first few); its SGD and keep steps use the plain loop below.
+MS_OPTIM_ADAM_F32(BeliefF32, BeliefRule(kAdaptiveStep, kNoDecay), false, false, false)
+MS_OPTIM_ADAM_F32(BeliefAmsgradF32, BeliefRule(kAdaptiveStep, kNoDecay), false, true, false)
+MS_OPTIM_ADAM_F32(BeliefCoupledF32, BeliefRule(kAdaptiveStep, kCoupledDecay), false, false, false)
+MS_OPTIM_ADAM_F32(BeliefCoupledAmsgradF32, BeliefRule(kAdaptiveStep, kCoupledDecay), false, true, false)
+MS_OPTIM_ADAM_F32(BeliefDecoupledF32, BeliefRule(kAdaptiveStep, kDecoupledDecay), false, false, false)
+MS_OPTIM_ADAM_F32(BeliefDecoupledAmsgradF32, BeliefRule(kAdaptiveStep, kDecoupledDecay), false, true, false)
 #undef MS_OPTIM_ADAM_F32
 
-template <bool kNesterov, bool kAmsgrad, bool kDelta>
+template <int kRule, bool kNesterov, bool kAmsgrad, bool kDelta>
 void AdamF32Range(int64_t b, int64_t e, float *p, float *m, float *v, float *vh, const float *g, float *d,
                   const AdamScalars &s) {
-  if constexpr (kAmsgrad) {
+  if constexpr (kRule != kAdamRule && StepOf(kRule) != kAdaptiveStep) {
+    AdamRange<kRule, kNesterov, kAmsgrad, kDelta>(b, e, p, m, v, vh, g, d, s);
+  } else if constexpr (kRule == BeliefRule(kAdaptiveStep, kNoDecay)) {
+    kAmsgrad ? BeliefAmsgradF32(b, e, p, m, v, vh, g, d, s) : BeliefF32(b, e, p, m, v, vh, g, d, s);
+  } else if constexpr (kRule == BeliefRule(kAdaptiveStep, kCoupledDecay)) {
+    kAmsgrad ? BeliefCoupledAmsgradF32(b, e, p, m, v, vh, g, d, s) : BeliefCoupledF32(b, e, p, m, v, vh, g, d, s);
+  } else if constexpr (kRule == BeliefRule(kAdaptiveStep, kDecoupledDecay)) {
+    kAmsgrad ? BeliefDecoupledAmsgradF32(b, e, p, m, v, vh, g, d, s)
+             : BeliefDecoupledF32(b, e, p, m, v, vh, g, d, s);
+  } else if constexpr (kAmsgrad) {
     AdamAmsgradF32(b, e, p, m, v, vh, g, d, s);
   } else if constexpr (kDelta) {
     kNesterov ? AdamNesterovDeltaF32(b, e, p, m, v, vh, g, d, s) : AdamDeltaF32(b, e, p, m, v, vh, g, d, s);
@@ -87,15 +200,37 @@ void AdamF32Range(int64_t b, int64_t e, float *p, float *m, float *v, float *vh,
   }
 }
 
+// Calls fn(std::integral_constant<int, rule>) for the rule of this call: always kAdamRule for Adam (one
+// instantiation); AdaBelief's rule (step and weight-decay kind) is chosen per call, once, from its scalars.
+template <int kFirst, int kLast, typename Fn>
+int WithRuleIn(int rule, Fn &&fn) {
+  if constexpr (kFirst == kLast) {
+    return fn(std::integral_constant<int, kLast>{});
+  } else {
+    return rule == kFirst ? fn(std::integral_constant<int, kFirst>{}) : WithRuleIn<kFirst + 1, kLast>(rule, fn);
+  }
+}
+
+template <bool kBelief, typename Fn>
+int WithRule(int rule, Fn &&fn) {
+  if constexpr (kBelief) {
+    return WithRuleIn<BeliefRule(0, 0), BeliefRule(kKeepStep, kDecoupledDecay)>(rule, fn);
+  } else {
+    return fn(std::integral_constant<int, kAdamRule>{});
+  }
+}
+
 // Layouts of the kernel arguments (inputs, then the single output):
-//   in place: param, m, v, [vhat], beta1_power, beta2_power, lr, beta1, beta2, eps, grad -> flag (float32, 1)
-//   delta   : m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad -> delta (shape and dtype of grad)
-template <bool kNesterov, bool kAmsgrad, bool kDelta>
+//   Adam in place: param, m, v, [vhat], beta1_power, beta2_power, lr, beta1, beta2, eps, grad -> flag (float32, 1)
+//   Adam delta   : m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad -> delta (shape and dtype of grad)
+//   AdaBelief    : param, m, s, [s_max], lr, bc1, bc2, r, hyper, grad -> flag (float32, 1)
+template <bool kBelief, bool kNesterov, bool kAmsgrad, bool kDelta>
 int AdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   const AotArgs a{nparam, params, ndims, shapes, dtypes};
+  constexpr int kScalarInputs = kBelief ? 5 : 6;
   const int param_i = kDelta ? -1 : 0;
   const int m_i = kDelta ? 0 : 1, v_i = m_i + 1, vhat_i = kAmsgrad ? v_i + 1 : -1;
-  const int scalars_i = (kAmsgrad ? vhat_i : v_i) + 1, grad_i = scalars_i + 6, out_i = grad_i + 1;
+  const int scalars_i = (kAmsgrad ? vhat_i : v_i) + 1, grad_i = scalars_i + kScalarInputs, out_i = grad_i + 1;
   if (nparam != out_i + 1) return RejectArgCount(nparam, out_i + 1);
 
   // State tensors share the shape of the gradient; parameter and gradient share shape and dtype.
@@ -113,7 +248,9 @@ int AdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, const ch
     return a.reject_dtype(grad_i, "grad", dtypes[param_i]);
   }
   AdamScalars s;
-  if (int st = ReadAdamScalars(a, scalars_i, &s); st != kOk) return st;
+  if (int st = kBelief ? ReadAdaBeliefScalars(a, scalars_i, &s) : ReadAdamScalars(a, scalars_i, &s); st != kOk) {
+    return st;
+  }
 
   const int64_t n = a.numel(grad_i);
   void *param = kDelta ? nullptr : params[param_i];
@@ -123,18 +260,22 @@ int AdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, const ch
   return DispatchFloatPair(grad_t, state_t, [&](auto grad_tag, auto state_tag) {
     using P = decltype(grad_tag);
     using S = decltype(state_tag);
-    ParallelFor(n, [&](int64_t b, int64_t e) {
-      if constexpr (std::is_same_v<P, float> && std::is_same_v<S, float>) {
-        AdamF32Range<kNesterov, kAmsgrad, kDelta>(
-            b, e, static_cast<float *>(param), static_cast<float *>(params[m_i]), static_cast<float *>(params[v_i]),
-            static_cast<float *>(vhat), static_cast<const float *>(params[grad_i]), static_cast<float *>(delta), s);
-      } else {
-        AdamRange<kNesterov, kAmsgrad, kDelta>(b, e, static_cast<P *>(param), static_cast<S *>(params[m_i]),
-                                               static_cast<S *>(params[v_i]), static_cast<S *>(vhat),
-                                               static_cast<const P *>(params[grad_i]), static_cast<P *>(delta), s);
-      }
+    return WithRule<kBelief>(s.rule, [&](auto rule_tag) {
+      constexpr int kRule = decltype(rule_tag)::value;
+      ParallelFor(n, [&](int64_t b, int64_t e) {
+        if constexpr (std::is_same_v<P, float> && std::is_same_v<S, float>) {
+          AdamF32Range<kRule, kNesterov, kAmsgrad, kDelta>(
+              b, e, static_cast<float *>(param), static_cast<float *>(params[m_i]),
+              static_cast<float *>(params[v_i]), static_cast<float *>(vhat),
+              static_cast<const float *>(params[grad_i]), static_cast<float *>(delta), s);
+        } else {
+          AdamRange<kRule, kNesterov, kAmsgrad, kDelta>(
+              b, e, static_cast<P *>(param), static_cast<S *>(params[m_i]), static_cast<S *>(params[v_i]),
+              static_cast<S *>(vhat), static_cast<const P *>(params[grad_i]), static_cast<P *>(delta), s);
+        }
+      });
+      return static_cast<int>(kOk);
     });
-    return static_cast<int>(kOk);
   });
 }
 
@@ -207,7 +348,7 @@ int LazyAdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, cons
           grad_row[c] = g;
         }
         const int64_t off = row * row_size;
-        AdamRange<kNesterov, false, false>(col_begin, col_end, param + off, m + off, v + off,
+        AdamRange<kAdamRule, kNesterov, false, false>(col_begin, col_end, param + off, m + off, v + off,
                                            static_cast<S *>(nullptr), grad_row.data(), static_cast<P *>(nullptr), s);
       }
     });
@@ -219,10 +360,12 @@ int LazyAdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, cons
 }  // namespace ms_optim
 
 MS_OPTIM_EXPORT_LAST_ERROR()
-MS_OPTIM_EXPORT_KERNEL(MsOptimAdam, AdamKernel<false, false, false>)
-MS_OPTIM_EXPORT_KERNEL(MsOptimAdamNesterov, AdamKernel<true, false, false>)
-MS_OPTIM_EXPORT_KERNEL(MsOptimAdamAmsgrad, AdamKernel<false, true, false>)
-MS_OPTIM_EXPORT_KERNEL(MsOptimAdamDelta, AdamKernel<false, false, true>)
-MS_OPTIM_EXPORT_KERNEL(MsOptimAdamNesterovDelta, AdamKernel<true, false, true>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdam, AdamKernel<false, false, false, false>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdamNesterov, AdamKernel<false, true, false, false>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdamAmsgrad, AdamKernel<false, false, true, false>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdamDelta, AdamKernel<false, false, false, true>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdamNesterovDelta, AdamKernel<false, true, false, true>)
 MS_OPTIM_EXPORT_KERNEL(MsOptimLazyAdam, LazyAdamKernel<false>)
 MS_OPTIM_EXPORT_KERNEL(MsOptimLazyAdamNesterov, LazyAdamKernel<true>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdaBelief, AdamKernel<true, false, false, false>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdaBeliefAmsgrad, AdamKernel<true, false, true, false>)
