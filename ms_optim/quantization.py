@@ -123,21 +123,18 @@ def constant_state(shape, value, block_wise=True):
 # ---- MindSpore ops (graph code of the reference update). Shapes are static, so the block layout is decided when
 # the graph is built: block-wise when ``absmax`` has num_blocks(n) values, else one absmax for the tensor.
 
-def _ms():
-    import mindspore as ms
-    from mindspore import Tensor, ops
-    return ms, Tensor, ops
+import mindspore as ms  # noqa: E402  (the numpy part above needs no MindSpore)
+from mindspore import ops  # noqa: E402
+
+_MS_CODE = ms.Tensor(np.array(CODE), ms.float32)
+_MS_THRESHOLDS = ms.Tensor(np.array(THRESHOLDS), ms.float32)
 
 
-_MS_TABLES = {}
-
-
-def _ms_tables():
-    if not _MS_TABLES:
-        ms, Tensor, _ = _ms()
-        _MS_TABLES["code"] = Tensor(np.array(CODE), ms.float32)
-        _MS_TABLES["thresholds"] = Tensor(np.array(THRESHOLDS), ms.float32)
-    return _MS_TABLES["code"], _MS_TABLES["thresholds"]
+def _numel(shape):
+    n = 1
+    for d in shape:
+        n = n * d
+    return n
 
 
 def _block_size(n, absmax_len):
@@ -146,7 +143,6 @@ def _block_size(n, absmax_len):
 
 def _as_blocks(flat, n, size, nb):
     """(nb, size) view of a flat tensor, zero-padded."""
-    _, _, ops = _ms()
     pad = nb * size - n
     if pad:
         flat = ops.concat((flat, ops.zeros((pad,), flat.dtype)))
@@ -155,13 +151,11 @@ def _as_blocks(flat, n, size, nb):
 
 def ms_dequantize(codes, absmax):
     """float32 tensor of the shape of ``codes`` from uint8 ``codes`` and float32 ``absmax`` (MindSpore ops)."""
-    ms, _, ops = _ms()
-    code, _ = _ms_tables()
     shape = ops.shape(codes)
-    n = int(np.prod(shape))
+    n = _numel(shape)
     nb = ops.shape(absmax)[0]
     size = _block_size(n, nb)
-    values = ops.gather(code, ops.cast(ops.reshape(codes, (-1,)), ms.int32), 0)
+    values = ops.gather(_MS_CODE, ops.cast(ops.reshape(codes, (-1,)), ms.int32), 0)
     values = _as_blocks(values, n, size, nb) * ops.reshape(absmax, (nb, 1))
     return ops.reshape(ops.reshape(values, (-1,))[:n], shape)
 
@@ -169,15 +163,13 @@ def ms_dequantize(codes, absmax):
 def ms_quantize(x, nb):
     """(codes uint8 of the shape of ``x``, absmax float32 (nb,)) of the float32 tensor ``x``, with ``nb`` blocks
     (num_blocks(n) for block-wise, 1 for tensor-wise) (MindSpore ops)."""
-    ms, _, ops = _ms()
-    _, thresholds = _ms_tables()
     shape = ops.shape(x)
-    n = int(np.prod(shape))
+    n = _numel(shape)
     size = _block_size(n, nb)
     blocks = _as_blocks(ops.reshape(x, (-1,)), n, size, nb)
     absmax = ops.amax(ops.abs(blocks), axis=1)
     scale = ops.reshape(absmax, (nb, 1))
     scaled = ops.select(ops.broadcast_to(scale > 0, (nb, size)), blocks / scale, ops.zeros_like(blocks))
-    codes = ops.searchsorted(thresholds, ops.reshape(scaled, (-1,)), out_int32=True)
+    codes = ops.searchsorted(_MS_THRESHOLDS, ops.reshape(scaled, (-1,)), out_int32=True)
     codes = ops.reshape(ops.cast(codes, ms.uint8)[:n], shape)
     return codes, absmax
