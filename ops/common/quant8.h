@@ -36,13 +36,16 @@ constexpr int kOneCode = 255;   // code[255] == 1.0f
 //   threshold[256]:  threshold[k] (k < 255) is the largest float32 not above the exact midpoint of code[k] and
 //                    code[k+1], so that for a float32 x, x > threshold[k] exactly when x is above that midpoint;
 //                    threshold[255] = +inf
-//   bin_start[2^16]: for each value of the top 16 bits of a float32 (sign, exponent, 7 mantissa bits), the code
-//                    of the lowest float32 with those bits. Each such bin holds at most one threshold (checked
-//                    when the tables are built: `ok`), so a code is bin_start plus one comparison.
+//   bin[2^16]:       for each value of the top 16 bits of a float32 (sign, exponent, 7 mantissa bits) - a bin -
+//                    the code of the lowest float32 in the bin (upper 16 bits) and where the one threshold above
+//                    it falls inside the bin (lower 16 bits; 0xFFFF when it is not inside). Every bin holds at most
+//                    one threshold (checked when the tables are built: `ok`), and a threshold inside a bin shares
+//                    the bin's top 16 bits with every x of the bin, so "x > threshold" is a comparison of the low
+//                    16 bits (reversed for negative numbers): a code costs one table read and integer operations.
 struct Tables {
   float code[256];
   float threshold[256];
-  uint8_t bin_start[1 << 16];
+  uint32_t bin[1 << 16];
   bool ok;
 };
 
@@ -58,16 +61,30 @@ MS_OPTIM_HD inline float BitsFloat(uint32_t u) {
   return x;
 }
 
-// The code of a value already divided by its absmax (nominally in [-1, 1]; any float is mapped somewhere).
-MS_OPTIM_HD inline uint8_t Encode(const float *threshold, const uint8_t *bin_start, float x) {
-  const int start = bin_start[FloatBits(x) >> 16];
-  return static_cast<uint8_t>(start + (x > threshold[start] ? 1 : 0));
+// The low 16 bits of a float32 in the order of the float32 values within its bin (reversed for negative numbers).
+MS_OPTIM_HD inline uint32_t BinOrder(uint32_t bits) {
+  return (bits ^ static_cast<uint32_t>(static_cast<int32_t>(bits) >> 31)) & 0xFFFFu;
+}
+
+// The code of a value already divided by its absmax (nominally in [-1, 1]; any float is mapped somewhere): the
+// exact nearest entry of the table, a tie to the lower index.
+MS_OPTIM_HD inline uint8_t Encode(const uint32_t *bin, float x) {
+  const uint32_t bits = FloatBits(x);
+  const uint32_t entry = bin[bits >> 16];
+  return static_cast<uint8_t>((entry >> 16) + (BinOrder(bits) > (entry & 0xFFFFu) ? 1u : 0u));
 }
 
 MS_OPTIM_HD inline float Decode(const float *code, uint8_t q, float absmax) { return code[q] * absmax; }
 
 // x / absmax, or 0 for an all-zero block.
 MS_OPTIM_HD inline float Scaled(float x, float absmax) { return absmax > 0.0f ? x / absmax : 0.0f; }
+
+// max |x| as the bits of a float: for |x| the IEEE order is the unsigned-integer order of the bits, so this is an
+// integer max (which vectorizes; a float max reduction does not without fast-math). A NaN wins over every number.
+MS_OPTIM_HD inline uint32_t AbsBitsMax(uint32_t acc, float x) {
+  const uint32_t bits = FloatBits(x) & 0x7FFFFFFFu;
+  return acc < bits ? bits : acc;
+}
 
 // bitsandbytes' create_dynamic_map(signed=True) in its own float32 arithmetic: for i = 0..6, the midpoints of
 // torch.linspace(0.1, 1, 2^i + 1) (float32, each point one rounding: an FMA) times float32(10^(i-6)), both signs,
@@ -117,8 +134,16 @@ inline void BuildTables(Tables *t) {
     const float highest = BitsFloat(negative ? key << 16 : (key << 16) | 0xFFFFu);
     // a bin whose lowest pattern is a NaN holds NaNs and at most -inf (its highest): start at the code of that
     const int lo = std::isnan(lowest) ? exact(highest) : exact(lowest), hi = exact(highest);
-    t->bin_start[key] = static_cast<uint8_t>(lo);
-    if (!std::isnan(lowest) && !std::isnan(highest) && (hi - lo > 1 || hi < lo)) t->ok = false;
+    uint32_t low16 = 0xFFFFu;  // no threshold inside the bin
+    if (lo < 255) {
+      const uint32_t thr_bits = FloatBits(t->threshold[lo]);
+      if ((thr_bits >> 16) == key) low16 = BinOrder(thr_bits);
+    }
+    t->bin[key] = (static_cast<uint32_t>(lo) << 16) | low16;
+    if (!std::isnan(lowest) && !std::isnan(highest)) {
+      if (hi - lo > 1 || hi < lo) t->ok = false;
+      if (Encode(t->bin, lowest) != lo || Encode(t->bin, highest) != hi) t->ok = false;
+    }
   }
 }
 

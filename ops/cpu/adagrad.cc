@@ -14,8 +14,15 @@
 #include "adagrad_math.h"
 #include "quant8.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define MS_OPTIM_AVX2_ENCODE 1
+#endif
+
 namespace ms_optim {
 namespace {
+
+constexpr int64_t kBlock = quant8::kBlockSize;
 
 int ReadScalars(const AotArgs &a, int first, AdagradScalars *k) {
   static const char *const names[] = {"lr", "gnorm_scale", "weight_decay", "eps"};
@@ -73,51 +80,93 @@ int Adagrad32Kernel(int nparam, void **params, int *ndims, int64_t **shapes, con
 
 // ---- 8-bit state
 
-constexpr int64_t kBlock = quant8::kBlockSize;
 
-// Elements [begin, end) of one block: updates p, leaves the new (float32) sums in s[0, end - begin) and returns
-// their absmax. `absmax` is the block's old absmax.
-template <typename P>
-inline float Update8(int64_t begin, int64_t end, P *p, const uint8_t *q, float absmax, const P *g,
-                     const AdagradScalars &k, const float *code, float *s) {
-  float amax = 0.0f;
-  for (int64_t i = begin; i < end; ++i) {
-    float pi = Load(p, i);
-    const float si = AdagradStep(pi, quant8::Decode(code, q[i], absmax), Load(g, i), k);
-    Store(p, i, pi);
-    s[i - begin] = si;
-    const float mag = std::fabs(si);
-    amax = amax < mag ? mag : amax;
+#ifdef MS_OPTIM_AVX2_ENCODE
+// quant8::Encode(bin, s[j] / scale) for 8 values, with AVX2: the compiler does not vectorize the table read (a
+// gather) and the byte store of the scalar form, and re-quantizing is the costliest part of an 8-bit step.
+__attribute__((target("avx2"))) inline __m256i Encode8Avx2(const float *s, __m256 scale, const uint32_t *bin) {
+  const __m256i mask = _mm256_set1_epi32(0xFFFF);
+  const __m256i bits = _mm256_castps_si256(_mm256_div_ps(_mm256_loadu_ps(s), scale));
+  const __m256i entry = _mm256_i32gather_epi32(reinterpret_cast<const int *>(bin), _mm256_srli_epi32(bits, 16), 4);
+  const __m256i order = _mm256_and_si256(_mm256_xor_si256(bits, _mm256_srai_epi32(bits, 31)), mask);  // BinOrder
+  const __m256i above = _mm256_cmpgt_epi32(order, _mm256_and_si256(entry, mask));  // -1 where above the threshold
+  return _mm256_sub_epi32(_mm256_srli_epi32(entry, 16), above);
+}
+
+// A whole block (kBlock values, a multiple of 32).
+__attribute__((target("avx2"))) void EncodeBlockAvx2(const float *s, float scale, uint8_t *q, const uint32_t *bin) {
+  const __m256 vscale = _mm256_set1_ps(scale);
+  const __m256i lane_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);  // undo the per-lane packing
+  for (int64_t j = 0; j < kBlock; j += 32) {
+    const __m256i ab = _mm256_packus_epi32(Encode8Avx2(s + j, vscale, bin), Encode8Avx2(s + j + 8, vscale, bin));
+    const __m256i cd = _mm256_packus_epi32(Encode8Avx2(s + j + 16, vscale, bin), Encode8Avx2(s + j + 24, vscale, bin));
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + j),
+                        _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), lane_order));
   }
+}
+
+inline bool HasAvx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+#endif
+
+// q[j] = the code of x[j] / scale for j < len (kZeroCode when scale is not above 0): the one re-quantizing loop of
+// the kernels and of MsOptimQuant8Quantize (so the tests of the quantizer run it too).
+void EncodeBlock(const float *x, int64_t len, float scale, uint8_t *q, const quant8::Tables &t) {
+  if (!(scale > 0.0f)) {
+    for (int64_t j = 0; j < len; ++j) q[j] = static_cast<uint8_t>(quant8::kZeroCode);
+    return;
+  }
+#ifdef MS_OPTIM_AVX2_ENCODE
+  if (len == kBlock && HasAvx2()) {
+    EncodeBlockAvx2(x, scale, q, t.bin);
+    return;
+  }
+#endif
+  for (int64_t j = 0; j < len; ++j) q[j] = quant8::Encode(t.bin, x[j] / scale);
+}
+
+// One block of up to 256 elements [begin, begin + len), in loops over a block-sized buffer that each vectorize:
+// dequantize (a gather from the table), update p and s, absmax (an integer max of the bits), re-quantize
+// (EncodeBlock). Returns the new absmax. With `encode_absmax` >= 0 (tensor-wise quantization) the codes use that
+// absmax instead of the block's own; without `write` nothing is written (the first tensor-wise pass).
+// always_inline: so that each SIMD clone of Block8F32 compiles the loops for its instruction set.
+template <typename P>
+__attribute__((always_inline)) inline float Block8(int64_t begin, int64_t len, P *__restrict p,
+                                                   uint8_t *__restrict q, float absmax, const P *__restrict g,
+                                                   const AdagradScalars &k, const quant8::Tables &t,
+                                                   float encode_absmax, bool write) {
+  float s[kBlock];
+  uint8_t *__restrict qb = q + begin;
+  for (int64_t j = 0; j < len; ++j) s[j] = quant8::Decode(t.code, qb[j], absmax);
+  for (int64_t j = 0; j < len; ++j) {
+    float pj = Load(p, begin + j);
+    s[j] = AdagradStep(pj, s[j], Load(g, begin + j), k);
+    if (write) Store(p, begin + j, pj);
+  }
+  uint32_t amax_bits = 0;
+  for (int64_t j = 0; j < len; ++j) amax_bits = quant8::AbsBitsMax(amax_bits, s[j]);
+  const float amax = quant8::BitsFloat(amax_bits);
+  if (!write) return amax;
+  EncodeBlock(s, len, encode_absmax >= 0.0f ? encode_absmax : amax, qb, t);
   return amax;
 }
 
-// The new sums of [begin, end) without writing anything (first pass of tensor-wise quantization): their absmax.
+MS_OPTIM_SIMD_CLONES float Block8F32(int64_t begin, int64_t len, float *p, uint8_t *q, float absmax, const float *g,
+                                     const AdagradScalars &k, const quant8::Tables &t, float encode_absmax,
+                                     bool write) {
+  return Block8(begin, len, p, q, absmax, g, k, t, encode_absmax, write);
+}
+
 template <typename P>
-inline float Absmax8(int64_t begin, int64_t end, const P *p, const uint8_t *q, float absmax, const P *g,
-                     const AdagradScalars &k, const float *code) {
-  float amax = 0.0f;
-  for (int64_t i = begin; i < end; ++i) {
-    float pi = Load(p, i);
-    const float mag = std::fabs(AdagradStep(pi, quant8::Decode(code, q[i], absmax), Load(g, i), k));
-    amax = amax < mag ? mag : amax;
+inline float Block8Any(int64_t begin, int64_t len, P *p, uint8_t *q, float absmax, const P *g,
+                       const AdagradScalars &k, const quant8::Tables &t, float encode_absmax, bool write) {
+  if constexpr (std::is_same_v<P, float>) {
+    return Block8F32(begin, len, p, q, absmax, g, k, t, encode_absmax, write);
+  } else {
+    return Block8(begin, len, p, q, absmax, g, k, t, encode_absmax, write);
   }
-  return amax;
-}
-
-inline void Encode8(int64_t len, const float *s, float absmax, uint8_t *q, const quant8::Tables &t) {
-  for (int64_t j = 0; j < len; ++j) q[j] = quant8::Encode(t.threshold, t.bin_start, quant8::Scaled(s[j], absmax));
-}
-
-MS_OPTIM_SIMD_CLONES float Update8F32(int64_t begin, int64_t end, float *__restrict p, const uint8_t *__restrict q,
-                                      float absmax, const float *__restrict g, const AdagradScalars &k,
-                                      const float *__restrict code, float *__restrict s) {
-  return Update8(begin, end, p, q, absmax, g, k, code, s);
-}
-
-MS_OPTIM_SIMD_CLONES void Encode8F32(int64_t len, const float *__restrict s, float absmax, uint8_t *__restrict q,
-                                     const quant8::Tables &t) {
-  Encode8(len, s, absmax, q, t);
 }
 
 template <typename P>
@@ -125,22 +174,15 @@ void Adagrad8Blockwise(int64_t n, P *p, uint8_t *q, float *absmax, const P *g, c
                        const quant8::Tables &t) {
   const int64_t blocks = (n + kBlock - 1) / kBlock;
   ParallelFor(blocks, [&](int64_t b0, int64_t b1) {
-    float s[kBlock];
     for (int64_t b = b0; b < b1; ++b) {
-      const int64_t begin = b * kBlock, end = std::min(n, begin + kBlock);
-      float amax;
-      if constexpr (std::is_same_v<P, float>) {
-        amax = Update8F32(begin, end, p, q, absmax[b], g, k, t.code, s);
-        Encode8F32(end - begin, s, amax, q + begin, t);
-      } else {
-        amax = Update8(begin, end, p, q, absmax[b], g, k, t.code, s);
-        Encode8(end - begin, s, amax, q + begin, t);
-      }
-      absmax[b] = amax;
+      const int64_t begin = b * kBlock;
+      absmax[b] = Block8Any(begin, std::min(n - begin, kBlock), p, q, absmax[b], g, k, t, -1.0f, true);
     }
   }, std::max<int64_t>(1, kMinElementsPerThread / kBlock), 1);
 }
 
+// One absmax for the tensor: a first pass computes the new sums without writing, for their absmax (per-block
+// maxima, then their maximum: exact in any order); the second updates and re-quantizes with it.
 template <typename P>
 void Adagrad8Tensorwise(int64_t n, P *p, uint8_t *q, float *absmax, const P *g, const AdagradScalars &k,
                         const quant8::Tables &t) {
@@ -150,17 +192,17 @@ void Adagrad8Tensorwise(int64_t n, P *p, uint8_t *q, float *absmax, const P *g, 
   std::vector<float> maxima(blocks);
   ParallelFor(blocks, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
-      maxima[b] = Absmax8(b * kBlock, std::min(n, (b + 1) * kBlock), p, q, old, g, k, t.code);
+      const int64_t begin = b * kBlock;
+      maxima[b] = Block8Any(begin, std::min(n - begin, kBlock), p, q, old, g, k, t, -1.0f, false);
     }
   }, min_blocks, 1);
-  float amax = 0.0f;
-  for (float m : maxima) amax = amax < m ? m : amax;
+  uint32_t amax_bits = 0;
+  for (float m : maxima) amax_bits = quant8::AbsBitsMax(amax_bits, m);
+  const float amax = quant8::BitsFloat(amax_bits);
   ParallelFor(blocks, [&](int64_t b0, int64_t b1) {
-    float s[kBlock];
     for (int64_t b = b0; b < b1; ++b) {
-      const int64_t begin = b * kBlock, end = std::min(n, begin + kBlock);
-      Update8(begin, end, p, q, old, g, k, t.code, s);
-      Encode8(end - begin, s, amax, q + begin, t);
+      const int64_t begin = b * kBlock;
+      Block8Any(begin, std::min(n - begin, kBlock), p, q, old, g, k, t, amax, true);
     }
   }, min_blocks, 1);
   absmax[0] = amax;
@@ -232,9 +274,12 @@ extern "C" __attribute__((visibility("default"))) void MsOptimQuant8Quantize(con
   const int64_t size = block_wise ? kBlockSize : std::max<int64_t>(n, 1);
   for (int64_t b = 0; b * size < n || (n == 0 && b == 0); ++b) {
     const int64_t begin = b * size, end = std::min(n, begin + size);
-    float amax = 0.0f;
-    for (int64_t i = begin; i < end; ++i) amax = amax < std::fabs(x[i]) ? std::fabs(x[i]) : amax;
-    for (int64_t i = begin; i < end; ++i) codes[i] = Encode(t.threshold, t.bin_start, Scaled(x[i], amax));
+    uint32_t amax_bits = 0;
+    for (int64_t i = begin; i < end; ++i) amax_bits = AbsBitsMax(amax_bits, x[i]);
+    const float amax = BitsFloat(amax_bits);
+    for (int64_t i = begin; i < end; i += kBlockSize) {
+      ms_optim::EncodeBlock(x + i, std::min<int64_t>(kBlockSize, end - i), amax, codes + i, t);
+    }
     absmax[b] = amax;
   }
 }
