@@ -49,7 +49,9 @@ setup(
     python_requires=">=3.9",
     # mindspore wheels are built against numpy 1.x; with numpy 2 it cannot exchange bfloat16 arrays
     install_requires=["mindspore>=2.7.2", "numpy<2"],
-    extras_require={"test": ["pytest", "scikit-learn"], "main": ["scikit-learn"]},
+    # torch is pinned exactly (an unpinned torch pulls a multi-GB CUDA build); torch and bitsandbytes are the
+    # peers of the Adagrad parity tests, which skip with a printed reason without them
+    extras_require={"test": ["pytest", "scikit-learn", "torch==2.13.0", "bitsandbytes"], "main": ["scikit-learn"]},
     cmdclass={"build_py": BuildPyWithKernels, "develop": DevelopWithKernels},
     zip_safe=False,
 )

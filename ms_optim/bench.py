@@ -2,7 +2,13 @@
 
 Method, all in one run:
 
-1. Memory bandwidth ``B`` is measured in this process with a STREAM-style triad ``a = b + s * c`` in numpy on
+1. Memory bandwidth ``B`` is measured in this process with native STREAM-style triads (``ops/cpu/stream.cc``,
+   built like the kernels: same compiler flags, SIMD clones, worker pool and ``--threads``) on float32 arrays of
+   2^25 elements, best of 7: ``a = b + s * c`` counted at 16 B/element (b, c read; a written, and read first by
+   the write-allocate that ordinary stores cause) and the in-place ``a = a + s * c`` at 12 B/element (a, c read;
+   a written: the kernels' own pattern, every written line read first). ``B`` is the larger of the two, i.e. the
+   stricter bound. The numpy triad below is kept as a cross-check only (it reads low: two passes, Python threads).
+   numpy cross-check: a STREAM-style triad ``a = b + s * c`` in numpy on
    three float32 arrays of 2^25 elements, on ``--threads`` Python threads (numpy releases the GIL) each on
    its own contiguous slice, as the kernels split their work; the best of 7 repetitions is kept. numpy has no
    fused triad, so it runs as ``np.multiply(c, s, out=a); np.add(a, b, out=a)`` and is counted at the
@@ -23,6 +29,12 @@ Method, all in one run:
    subprocess, ours and nn.Adam alternately, so that no in-process cache (parsed functions, resolved
    primitives, kernel registrations) built by one helps the other; each subprocess first compiles a tiny
    unrelated graph so one-time backend start-up is charged to neither. The median over repetitions is kept.
+6. Adagrad: the ``--elements`` / ``--tensors`` case of 2., ms_optim.Adagrad (float32 state), ms_optim.Adagrad8bit
+   (block-wise 8-bit state), nn.Adagrad and, when importable, torch.optim.Adagrad (fused=True, on CPU tensors)
+   and bitsandbytes' Adagrad8bit (its CPU backend), timed round-robin as in 2. (the torch optimizers step on
+   their own fixed gradients; torch gets ``--threads`` threads). Bounds: 20 B/element for float32 state (read p,
+   g, s; write p, s), 14 B/element for 8-bit state (read p, g, code; write p, code; absmax adds 8/256), over
+   ``B``; plus state bytes per parameter element.
 5. CAME: ``--came-matrices`` float32 matrices of ``--came-shape`` (default 8 of 1024 x 2048), ms_optim.Came vs
    nn.AdaFactor (the built-in factored optimizer, with a fixed learning rate like the others) vs ms_optim.Adam,
    timed round-robin as in 2., plus optimizer-state bytes per trained parameter element.
@@ -56,6 +68,13 @@ ADAM_STATE_BYTES = 8  # m and v, float32
 TARGET_CAME_STATE_VS_ADAM = 0.6  # "well under Adam's": at most 60 % of its state bytes
 TARGET_ADABELIEF_VS_ADAM = 1.1
 TARGET_ADABELIEF_VS_BOUND = 1.3
+ADAGRAD_BYTES = 20  # per element, float32 state: read param, grad, sum; write param, sum
+ADAGRAD8_BYTES = 14  # 8-bit state: read param, grad, code; write param, code (absmax: 8 B per 256 elements)
+TARGET_ADAGRAD_VS_BOUND = 1.2
+TARGET_ADAGRAD_VS_TORCH = 1.1
+TARGET_ADAGRAD8_VS_BOUND = 1.3
+TARGET_ADAGRAD8_VS_BNB = 1 / 8  # at least 8x faster than bitsandbytes' CPU Adagrad8bit
+TARGET_ADAGRAD8_STATE = 1.02  # bytes per parameter element
 
 
 # ---------------------------------------------------------------------------------------------- bandwidth
@@ -111,6 +130,41 @@ def measure_bandwidth(threads, elements=1 << 25, reps=7, block=1 << 18):
     t_blocked = best(blocked)
     return {"two_pass24": 24 * elements / t_two / 1e9, "two_pass20": 20 * elements / t_two / 1e9,
             "blocked16": 16 * elements / t_blocked / 1e9}
+
+
+def measure_native_bandwidth(elements=1 << 25, reps=7):
+    """Best-of-``reps`` bandwidths in GB/s of the native triads of ``ops/cpu/stream.cc`` (the kernels' compiler
+    flags, SIMD clones and thread pool, MS_OPTIM_NUM_THREADS threads): ``triad16`` (a = b + s*c at 16 B/element,
+    write-allocate counted), ``triad12`` (the same time at STREAM's 12 B/element), ``inplace12`` (a = a + s*c at
+    12 B/element), and the thread count the library uses."""
+    import ctypes
+
+    import numpy as np
+
+    from ms_optim.kernels import _build
+
+    lib = ctypes.CDLL(_build.locate_library("stream"))
+    ptr = lambda x: x.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
+    lib.MsOptimStreamTriad.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_float, ctypes.c_int64]
+    lib.MsOptimStreamTriadInPlace.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_float, ctypes.c_int64]
+    rng = np.random.default_rng(0)
+    a = np.zeros(elements, np.float32)
+    b = rng.standard_normal(elements, dtype=np.float32)
+    c = rng.standard_normal(elements, dtype=np.float32)
+
+    def best(fn):
+        times = []
+        for _ in range(reps + 1):  # the first pass also faults the pages in
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times[1:])
+
+    t_triad = best(lambda: lib.MsOptimStreamTriad(ptr(a), ptr(b), ptr(c), 3.0, elements))
+    signs = iter([1.0, -1.0] * (reps + 1))  # keep a bounded: add and take away
+    t_inplace = best(lambda: lib.MsOptimStreamTriadInPlace(ptr(a), ptr(c), next(signs), elements))
+    return {"triad16": 16 * elements / t_triad / 1e9, "triad12": 12 * elements / t_triad / 1e9,
+            "inplace12": 12 * elements / t_inplace / 1e9, "threads": lib.MsOptimStreamThreads()}
 
 
 # ------------------------------------------------------------------------------------------ MindSpore setup
@@ -322,6 +376,82 @@ def bench_adabelief(args):
     return timed, missing
 
 
+def _ms_state_bytes(opt, params):
+    own = {id(p) for p in params}
+    state = [p for p in opt.get_parameters() if id(p) not in own and p.name not in ("global_step", "learning_rate")]
+    return sum(p.size * p.itemsize for p in state)
+
+
+def bench_adagrad(args):
+    """{name: (bytes per element of the bound, median step s, back-to-back s, state bytes per element)}."""
+    import numpy as np
+    from mindspore import Parameter, Tensor, nn
+
+    import ms_optim
+
+    per = args.elements // args.tensors
+    n = per * args.tensors
+    rng = np.random.default_rng(3)
+    init = [rng.standard_normal(per, dtype=np.float32) * 0.1 for _ in range(args.tensors)]
+    grad_arrays = [rng.standard_normal(per, dtype=np.float32) * 0.01 for _ in range(args.tensors)]
+    grads = tuple(Tensor(g) for g in grad_arrays)
+    variants = (
+        ("ms_optim.Adagrad", ADAGRAD_BYTES, lambda p: ms_optim.Adagrad(p, lr=1e-2)),
+        ("ms_optim.Adagrad8bit", ADAGRAD8_BYTES, lambda p: ms_optim.Adagrad8bit(p, lr=1e-2)),
+        ("nn.Adagrad", ADAGRAD_BYTES, lambda p: nn.Adagrad(p, learning_rate=1e-2)),
+    )
+    built, info = [], {}
+    for i, (name, nbytes, make) in enumerate(variants):
+        params = [Parameter(Tensor(w.copy()), name=f"adagrad{i}_w{j}") for j, w in enumerate(init)]
+        opt = make(params)
+        info[name] = (nbytes, _ms_state_bytes(opt, params) / n)
+        built.append((name, opt, params[-1]))
+    skipped = {}
+    try:
+        import torch
+    except ImportError as err:
+        torch = None
+        skipped["torch.optim.Adagrad fused"] = f"torch not importable: {err}"
+        skipped["bitsandbytes Adagrad8bit"] = f"torch not importable: {err}"
+    torch_built = []
+    if torch is not None:
+        torch.set_num_threads(args.threads)
+
+        def torch_params():
+            params = [torch.nn.Parameter(torch.from_numpy(w.copy())) for w in init]
+            for p, g in zip(params, grad_arrays):
+                p.grad = torch.from_numpy(g.copy())
+            return params
+
+        def add_torch(name, nbytes, make):
+            params = torch_params()
+            opt = make(params)
+            opt.step()  # creates the state
+            state = sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
+                        if torch.is_tensor(t) and t.numel() > 1)
+            info[name] = (nbytes, state / n)
+            torch_built.append((name, _TorchStep(opt), _TorchStep))
+
+        try:
+            add_torch("torch.optim.Adagrad fused", ADAGRAD_BYTES,
+                      lambda p: torch.optim.Adagrad(p, lr=1e-2, fused=True))
+        except (RuntimeError, ValueError, TypeError) as err:
+            skipped["torch.optim.Adagrad fused"] = f"fused=True refused: {err}"
+        try:
+            import bitsandbytes as bnb
+            add_torch("bitsandbytes Adagrad8bit", ADAGRAD8_BYTES, lambda p: bnb.optim.Adagrad8bit(p, lr=1e-2))
+        except ImportError as err:
+            skipped["bitsandbytes Adagrad8bit"] = f"bitsandbytes not importable: {err}"
+    del init
+    timed = _time_round_robin(built, grads, args.steps, args.warmup)
+    if torch_built:  # after the MindSpore variants, never interleaved with them (spinning OpenMP threads)
+        timed.update(_time_round_robin(torch_built, None, args.steps, args.warmup))
+    results = {name: (info[name][0], *timed[name], info[name][1]) for name, _, _ in built + torch_built}
+    del built, torch_built
+    gc.collect()
+    return results, skipped
+
+
 # --------------------------------------------------------------------------------------------- compile time
 def _compile_worker(which, layers, width, threads):
     """Runs in a subprocess: first-step time minus steady step time for TrainOneStepCell(which optimizer)."""
@@ -402,7 +532,9 @@ def main(argv=None):
                         default=1 << 25, help="elements per triad array (default 2**25)")
     parser.add_argument("--skip-compile", action="store_true", help="skip the compile-time measurement")
     parser.add_argument("--skip-came", action="store_true", help="skip the CAME comparison")
+    parser.add_argument("--skip-adam", action="store_true", help="skip the Adam step comparison")
     parser.add_argument("--skip-adabelief", action="store_true", help="skip the AdaBelief comparison")
+    parser.add_argument("--skip-adagrad", action="store_true", help="skip the Adagrad comparison")
     parser.add_argument("--came-shape", type=int, nargs=2, default=(1024, 2048), metavar=("ROWS", "COLS"),
                         help="shape of each CAME benchmark matrix (default 1024 2048)")
     parser.add_argument("--came-matrices", type=int, default=8, help="matrices in the CAME benchmark (default 8)")
@@ -419,45 +551,51 @@ def main(argv=None):
     if args.elements % args.tensors:
         parser.error("--elements must be a multiple of --tensors")
 
-    bw = measure_bandwidth(args.threads, args.bandwidth_elements)
-    B = bw["two_pass24"] * 1e9
-    ms = _setup_mindspore(args.threads)
-    from ms_optim import kernels
+    from ms_optim.kernels import _build
 
-    for family in ("adam", "came"):
-        kernels.locate_library(family)  # build the kernel libraries now if needed, outside every timing
+    for family in _build.FAMILIES:
+        _build.locate_library(family)  # build the kernel libraries now if needed, outside every timing
+    native = measure_native_bandwidth(args.bandwidth_elements)
+    bw = measure_bandwidth(args.threads, args.bandwidth_elements)
+    B = max(native["triad16"], native["inplace12"]) * 1e9
+    ms = _setup_mindspore(args.threads)
 
     print(f"ms_optim bench: MindSpore {ms.__version__}, CPU, GRAPH_MODE, {args.threads} threads "
           f"(MS_OPTIM_NUM_THREADS and MindSpore CPU kernel threads), {os.cpu_count()} cores visible")
-    print(f"Memory bandwidth (numpy, {args.threads} threads, 3 x {args.bandwidth_elements} float32 arrays, "
-          f"best of 7):")
+    print(f"Memory bandwidth, native triads (ops/cpu/stream.cc, kernel flags, {native['threads']} threads, "
+          f"{args.bandwidth_elements} float32 elements per array, best of 7):")
+    print(f"  a = b + s*c at 16 B/elem (write-allocate counted): {native['triad16']:.2f} GB/s "
+          f"(at STREAM's 12 B/elem: {native['triad12']:.2f});  in place a = a + s*c at 12 B/elem: "
+          f"{native['inplace12']:.2f} GB/s;  B = the larger: {B / 1e9:.2f} GB/s")
+    print(f"Cross-check, numpy (Python threads, 3 x {args.bandwidth_elements} float32 arrays, best of 7):")
     print(f"  triad a = b + s*c as np.multiply(c, s, out=a); np.add(a, b, out=a), counted at 24 B/elem "
-          f"(c read, a write-allocated and written; a, b read, a written): {bw['two_pass24']:.2f} GB/s  <- B")
+          f"(c read, a write-allocated and written; a, b read, a written): {bw['two_pass24']:.2f} GB/s")
     print(f"  same run counted at 20 B/elem (no write-allocate): {bw['two_pass20']:.2f} GB/s;  cache-blocked "
           f"triad at 16 B/elem: {bw['blocked16']:.2f} GB/s")
-    results = bench_steps(args, ms)
     n = args.elements
-    print()
-    print(f"Optimizer step: {n} float32 elements in {args.tensors} tensors of {n // args.tensors}; median of "
-          f"{args.steps} steps after {args.warmup} warm-up, variants interleaved, each call followed by a "
-          f"parameter read")
-    header = (f"  {'optimizer':<24}{'step ms':>9}{'b2b ms':>9}{'vs nn.Adam':>12}{'bound ms':>10}{'vs bound':>10}"
-              f"{'GB/s':>8}")
-    print(header)
-    print("  " + "-" * (len(header) - 2))
-    ratios = {}
-    for name, (kind, t, batch) in results.items():
-        ref = "nn.Adam" if kind == "dense" else "nn.Adam amsgrad"
-        nbytes = (DENSE_BYTES if kind == "dense" else AMSGRAD_BYTES) * n
-        bound = nbytes / B
-        vs_nn = t / results[ref][1]
-        ratios[name] = (vs_nn, t / bound)
-        print(f"  {name:<24}{t * 1e3:>9.2f}{batch * 1e3:>9.2f}{vs_nn:>11.2f}x{bound * 1e3:>10.2f}"
-              f"{t / bound:>9.2f}x{nbytes / t / 1e9:>8.2f}")
-    print(f"  (b2b: {args.steps} calls back to back, then the last parameter read: per-step throughput that "
-          f"no asynchronous return can hide; bound = {DENSE_BYTES} B/elem dense, {AMSGRAD_BYTES} B/elem amsgrad, "
-          f"over B; GB/s = those bytes over the step time; increment: ms_optim.Adam with the kernel returning the "
-          f"parameter increment for AssignAdd instead of writing in place, 40 B/elem of traffic, docs/kernels.md)")
+    results = {} if args.skip_adam else bench_steps(args, ms)
+    if results:
+        print()
+        print(f"Optimizer step: {n} float32 elements in {args.tensors} tensors of {n // args.tensors}; median of "
+              f"{args.steps} steps after {args.warmup} warm-up, variants interleaved, each call followed by a "
+              f"parameter read")
+        header = (f"  {'optimizer':<24}{'step ms':>9}{'b2b ms':>9}{'vs nn.Adam':>12}{'bound ms':>10}{'vs bound':>10}"
+                  f"{'GB/s':>8}")
+        print(header)
+        print("  " + "-" * (len(header) - 2))
+        ratios = {}
+        for name, (kind, t, batch) in results.items():
+            ref = "nn.Adam" if kind == "dense" else "nn.Adam amsgrad"
+            nbytes = (DENSE_BYTES if kind == "dense" else AMSGRAD_BYTES) * n
+            bound = nbytes / B
+            vs_nn = t / results[ref][1]
+            ratios[name] = (vs_nn, t / bound)
+            print(f"  {name:<24}{t * 1e3:>9.2f}{batch * 1e3:>9.2f}{vs_nn:>11.2f}x{bound * 1e3:>10.2f}"
+                  f"{t / bound:>9.2f}x{nbytes / t / 1e9:>8.2f}")
+        print(f"  (b2b: {args.steps} calls back to back, then the last parameter read: per-step throughput that "
+              f"no asynchronous return can hide; bound = {DENSE_BYTES} B/elem dense, {AMSGRAD_BYTES} B/elem amsgrad, "
+              f"over B; GB/s = those bytes over the step time; increment: ms_optim.Adam with the kernel returning the "
+              f"parameter increment for AssignAdd instead of writing in place, 40 B/elem of traffic, docs/kernels.md)")
 
     came = None
     if not args.skip_came:
@@ -485,6 +623,24 @@ def main(argv=None):
             print(f"  {name:<26}{t * 1e3:>9.2f}{batch * 1e3:>9.2f}{t / adam_t:>17.2f}x{t / bound:>9.2f}x")
         if missing:
             print(f"  (not importable here, so not run: {', '.join(missing)})")
+    adagrad = None
+    if not args.skip_adagrad:
+        adagrad, skipped = bench_adagrad(args)
+        print()
+        print(f"Adagrad: {n} float32 elements in {args.tensors} tensors; median of {args.steps} steps after "
+              f"{args.warmup} warm-up, MindSpore variants interleaved, torch peers timed after them; bound = "
+              f"{ADAGRAD_BYTES} B/elem (float32 state) or {ADAGRAD8_BYTES} B/elem (8-bit state) over B; state = bytes "
+              f"of optimizer state per parameter element")
+        torch_t = adagrad.get("torch.optim.Adagrad fused", (None, None))[1]
+        print(f"  {'optimizer':<28}{'step ms':>9}{'b2b ms':>9}{'bound ms':>10}{'vs bound':>10}{'vs torch':>10}"
+              f"{'state B':>9}")
+        for name, (nbytes, t, batch, state) in adagrad.items():
+            bound = nbytes * n / B
+            vs_torch = f"{t / torch_t:>9.2f}x" if torch_t else f"{'-':>10}"
+            print(f"  {name:<28}{t * 1e3:>9.2f}{batch * 1e3:>9.2f}{bound * 1e3:>10.2f}{t / bound:>9.2f}x{vs_torch}"
+                  f"{state:>9.3f}")
+        for name, why in skipped.items():
+            print(f"  {name:<28}skipped: {why}")
 
     compile_ratio = None
     if not args.skip_compile:
@@ -504,14 +660,15 @@ def main(argv=None):
 
     print()
     print("Targets:")
-    dense_nn, dense_bound = ratios["ms_optim.Adam"]
-    ams_nn = ratios["ms_optim.Adam amsgrad"][0]
-    print(f"  dense   ms_optim <= {TARGET_DENSE_VS_NN:.2f}x nn.Adam:          {dense_nn:.2f}x  "
-          f"{_verdict(dense_nn <= TARGET_DENSE_VS_NN)}")
-    print(f"  dense   ms_optim <= {TARGET_DENSE_VS_BOUND:.2f}x memory bound:     {dense_bound:.2f}x  "
-          f"{_verdict(dense_bound <= TARGET_DENSE_VS_BOUND)}")
-    print(f"  amsgrad ms_optim <= {TARGET_AMSGRAD_VS_NN:.2f}x nn.Adam amsgrad:  {ams_nn:.2f}x  "
-          f"{_verdict(ams_nn <= TARGET_AMSGRAD_VS_NN)}")
+    if results:
+        dense_nn, dense_bound = ratios["ms_optim.Adam"]
+        ams_nn = ratios["ms_optim.Adam amsgrad"][0]
+        print(f"  dense   ms_optim <= {TARGET_DENSE_VS_NN:.2f}x nn.Adam:          {dense_nn:.2f}x  "
+              f"{_verdict(dense_nn <= TARGET_DENSE_VS_NN)}")
+        print(f"  dense   ms_optim <= {TARGET_DENSE_VS_BOUND:.2f}x memory bound:     {dense_bound:.2f}x  "
+              f"{_verdict(dense_bound <= TARGET_DENSE_VS_BOUND)}")
+        print(f"  amsgrad ms_optim <= {TARGET_AMSGRAD_VS_NN:.2f}x nn.Adam amsgrad:  {ams_nn:.2f}x  "
+              f"{_verdict(ams_nn <= TARGET_AMSGRAD_VS_NN)}")
     if compile_ratio is None:
         print(f"  compile ms_optim <= {TARGET_COMPILE_VS_NN:.2f}x nn.Adam:          skipped")
     else:
@@ -534,7 +691,35 @@ def main(argv=None):
               f"{_verdict(vs_adafactor <= TARGET_CAME_VS_ADAFACTOR)}")
         print(f"  came    state <= {TARGET_CAME_STATE_VS_ADAM * ADAM_STATE_BYTES:.1f} B/param (Adam: "
               f"{ADAM_STATE_BYTES}):          {state:.2f}  {_verdict(state <= TARGET_CAME_STATE_VS_ADAM * ADAM_STATE_BYTES)}")
+    if adagrad is not None:
+        _adagrad_targets(adagrad, n, B)
     return 0
+
+
+def _adagrad_targets(adagrad, n, B):
+    def vs_bound(name):
+        nbytes, t = adagrad[name][:2]
+        return t / (nbytes * n / B)
+
+    def line(text, value, ok):
+        print(f"  {text:<52}{value:>7.2f}{'x' if 'state' not in text else ' '}  {_verdict(ok)}")
+
+    t32, t8 = adagrad["ms_optim.Adagrad"][1], adagrad["ms_optim.Adagrad8bit"][1]
+    line(f"adagrad 32-bit <= {TARGET_ADAGRAD_VS_BOUND:.2f}x its bound:", vs_bound("ms_optim.Adagrad"),
+         vs_bound("ms_optim.Adagrad") <= TARGET_ADAGRAD_VS_BOUND)
+    if "torch.optim.Adagrad fused" in adagrad:
+        ratio = t32 / adagrad["torch.optim.Adagrad fused"][1]
+        line(f"adagrad 32-bit <= {TARGET_ADAGRAD_VS_TORCH:.2f}x torch fused Adagrad:", ratio,
+             ratio <= TARGET_ADAGRAD_VS_TORCH)
+    line(f"adagrad 8-bit  <= {TARGET_ADAGRAD8_VS_BOUND:.2f}x its bound:", vs_bound("ms_optim.Adagrad8bit"),
+         vs_bound("ms_optim.Adagrad8bit") <= TARGET_ADAGRAD8_VS_BOUND)
+    line("adagrad 8-bit  <= 1.00x ms_optim 32-bit Adagrad:", t8 / t32, t8 <= t32)
+    if "bitsandbytes Adagrad8bit" in adagrad:
+        speedup = adagrad["bitsandbytes Adagrad8bit"][1] / t8
+        print(f"  {'adagrad 8-bit  >= 8x faster than bitsandbytes Adagrad8bit:':<52}{speedup:>7.2f}x  "
+              f"{_verdict(speedup >= 1 / TARGET_ADAGRAD8_VS_BNB)}")
+    state = adagrad["ms_optim.Adagrad8bit"][3]
+    line(f"adagrad 8-bit  state <= {TARGET_ADAGRAD8_STATE:.2f} B/param:", state, state <= TARGET_ADAGRAD8_STATE)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ import mindspore as ms
 import ms_optim
 
 
-@pytest.mark.parametrize("obj", [ms_optim.Adam, ms_optim.Came, ms_optim.AdaBelief], ids=lambda o: o.__name__)
+@pytest.mark.parametrize("obj", [ms_optim.Adam, ms_optim.Came, ms_optim.AdaBelief, ms_optim.Adagrad,
+                                 ms_optim.Adagrad8bit, ms_optim.Adagrad32bit], ids=lambda o: o.__name__)
 def test_docstring_example_runs(obj):
     ms.set_context(mode=ms.GRAPH_MODE)
     finder = doctest.DocTestFinder(recurse=False)

@@ -14,7 +14,8 @@ FORMS = {
     "generator": lambda params: (p for p in params),
     "filter": lambda params: filter(lambda p: p.requires_grad, params),
 }
-OPTIMIZERS = {"AdaBelief": ms_optim.AdaBelief, "Adam": ms_optim.Adam, "Came": ms_optim.Came}
+OPTIMIZERS = {"AdaBelief": ms_optim.AdaBelief, "Adagrad": ms_optim.Adagrad, "Adagrad8bit": ms_optim.Adagrad8bit,
+              "Adam": ms_optim.Adam, "Came": ms_optim.Came}
 
 
 def _train(cls, form):

@@ -13,7 +13,7 @@ IMPLS = ("auto", "fused", "reference")
 
 # Device targets with a fused kernel, per algorithm family. GPU (CUDA) and Ascend (Ascend C) kernels are
 # not written yet: there the optimizers run the reference path, and impl="fused" is refused.
-_FUSED_TARGETS = {"adam": ("CPU",), "came": ("CPU",)}
+_FUSED_TARGETS = {"adam": ("CPU",), "came": ("CPU",), "adagrad": ("CPU",)}
 
 
 def device_target():

@@ -40,7 +40,7 @@ _SOURCE_ROOTS = (os.path.join(PACKAGE_DIR, "_ops"), os.path.join(os.path.dirname
 CXX_FLAGS = ("-std=c++17", "-O3", "-fPIC", "-shared", "-pthread", "-ffp-contract=off", "-fno-math-errno",
              "-fvisibility=hidden", "-Wall", "-Wextra")
 
-FAMILIES = ("adam", "came")
+FAMILIES = ("adam", "came", "adagrad", "stream")  # stream: the benchmark's bandwidth triad
 
 _TMP_MARK = ".tmp-"  # <library>.tmp-XXXX: a build in progress (or killed midway: removed by the next build)
 _verified = {}  # path -> (inode, size, mtime) of a library verified in this process

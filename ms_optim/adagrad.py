@@ -1,0 +1,353 @@
+"""Adagrad with float32 or block-wise 8-bit state (bitsandbytes' Adagrad, Adagrad8bit, Adagrad32bit) as one
+``nn.Optimizer`` family: the 8- and 32-bit classes are presets of ``Adagrad``."""
+import numbers
+
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
+from mindspore import dtype as mstype
+from mindspore.common.initializer import initializer
+from mindspore.ops import composite as C
+from mindspore.ops import functional as F
+
+from ms_optim import _validation as check
+from ms_optim import kernels, quantization
+from ms_optim.functional import adagrad as reference
+from ms_optim.kernels import UPDATE_FNS
+
+_adagrad_opt = C.MultitypeFuncGraph("ms_optim_adagrad_opt")
+
+_LR_DEFAULT = 1e-2  # its identity tells "not given" from "given" for the learning_rate alias
+
+
+# One function per (state kind, clipping): the absmax slot is None for float32 state, the gnorm slot None without
+# percentile clipping. UPDATE_FNS[key] = (32-bit update, 8-bit update), fused kernels or reference functions.
+@_adagrad_opt.register("String", "Number", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                       "None", "None", "Tensor")
+def _float_state(key, percentile, step, lr_denom, eps, lr, grad, param, accum, absmax, gnorm, weight_decay):
+    return F.depend(True, UPDATE_FNS[key][0](param, accum, grad, lr / lr_denom, ops.ones((1,), mstype.float32),
+                                             weight_decay, eps))
+
+
+@_adagrad_opt.register("String", "Number", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                       "None", "Tensor", "Tensor")
+def _float_state_clipped(key, percentile, step, lr_denom, eps, lr, grad, param, accum, absmax, gnorm, weight_decay):
+    scale = reference.percentile_clip(grad, gnorm, step, percentile)
+    return F.depend(True, UPDATE_FNS[key][0](param, accum, grad, lr / lr_denom, scale, weight_decay, eps))
+
+
+@_adagrad_opt.register("String", "Number", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                       "Tensor", "None", "Tensor")
+def _quantized_state(key, percentile, step, lr_denom, eps, lr, grad, param, code, absmax, gnorm, weight_decay):
+    return F.depend(True, UPDATE_FNS[key][1](param, code, absmax, grad, lr / lr_denom, ops.ones((1,), mstype.float32),
+                                             weight_decay, eps))
+
+
+@_adagrad_opt.register("String", "Number", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                       "Tensor", "Tensor", "Tensor")
+def _quantized_state_clipped(key, percentile, step, lr_denom, eps, lr, grad, param, code, absmax, gnorm, weight_decay):
+    scale = reference.percentile_clip(grad, gnorm, step, percentile)
+    return F.depend(True, UPDATE_FNS[key][1](param, code, absmax, grad, lr / lr_denom, scale, weight_decay, eps))
+
+
+def _select_update_fns(impl):
+    """(32-bit, 8-bit) update functions: fused kernels or the reference functions (same signatures)."""
+    if impl == "reference":
+        return (reference.adagrad, reference.adagrad_8bit)
+    scalars = ("lr", "gnorm_scale", "weight_decay", "eps")
+    return (kernels.inplace_kernel("adagrad", "MsOptimAdagrad", ("param", "accum"), ("grad",) + scalars,
+                                   input_dtypes={"accum": (ms.float32,)}),
+            kernels.inplace_kernel("adagrad", "MsOptimAdagrad8bit", ("param", "code", "absmax"), ("grad",) + scalars,
+                                   input_dtypes={"code": (ms.uint8,), "absmax": (ms.float32,)}))
+
+
+def _number(name, arg, value):
+    """An int or float (not a bool)."""
+    return check.check_type(name, arg, value, (int, float), "int or float")
+
+
+class Adagrad(nn.Optimizer):
+    r"""
+    Adagrad with float32 or block-wise 8-bit state, with the arguments of `bitsandbytes.optim.Adagrad` (all of
+    them, including `lr_decay` and `initial_accumulator_value` with torch.optim.Adagrad's meaning, and the
+    `percentile_clipping` / `block_wise` that bitsandbytes 0.50 removed). The update of each parameter runs in one
+    fused kernel where the device target has one.
+
+    At step :math:`t` (counted from 1), for a parameter :math:`w` with gradient :math:`g`:
+
+    .. math::
+        \begin{array}{l}
+            g \leftarrow \gamma_t \, g / \text{loss_scale} + \lambda w \\
+            s_t = s_{t-1} + g^2 \\
+            w_t = w_{t-1} - \frac{lr}{1 + (t - 1)\,\text{lr_decay}} \cdot \frac{g}{\sqrt{s_t} + \epsilon}
+        \end{array}
+
+    with :math:`s_0` = `initial_accumulator_value`, :math:`\lambda` the weight decay (applied to every parameter,
+    as bitsandbytes does; a group's own value for its parameters) and :math:`\gamma_t` the percentile-clipping
+    factor (1 unless `percentile_clipping` < 100: then :math:`\min(1, c / \lVert g \rVert)` with :math:`c` the
+    `percentile_clipping`-th smallest of the last 100 gradient norms of this parameter). Math is float32 for
+    float32, float16 and bfloat16 parameters.
+
+    With 8-bit state (`optim_bits` = 8, for parameters of at least `min_8bit_size` elements) :math:`s` is stored
+    as one uint8 code per element into bitsandbytes' signed dynamic map plus one float32 absmax per block of 256
+    elements (per tensor with `block_wise` False): dequantized before the update, re-quantized after it (exact
+    nearest code of :math:`s / \text{absmax}`); the parameter step uses the float32 :math:`s_t`. See
+    ``docs/adagrad.md`` for the layout and its version.
+
+    Args:
+        params (Union[list[Parameter], list[dict]]): Parameters to update, or groups of them as dicts with the
+            keys "params", "lr", "weight_decay", "grad_centralization" and "order_params".
+        lr (Union[float, int, Tensor, Iterable, LearningRateSchedule], optional): Learning rate. Default: ``1e-2``.
+        lr_decay (Union[float, int], optional): The learning rate at step t is
+            ``lr / (1 + (t - 1) * lr_decay)``. Default: ``0``.
+        weight_decay (Union[float, int], optional): L2 penalty added to the gradient. Default: ``0``.
+        initial_accumulator_value (Union[float, int], optional): Initial value of the sum of squares.
+            Default: ``0``.
+        eps (Union[float, int], optional): Added to the square root in the denominator. Default: ``1e-10``.
+        optim_bits (int, optional): 32 (float32 state) or 8 (8-bit state). Default: ``32``.
+        args (object, optional): An object whose attributes `optim_bits`, `min_8bit_size`, `percentile_clipping`
+            and `block_wise`, where present, replace those arguments (bitsandbytes' ``GlobalOptimManager``
+            style). Default: ``None``.
+        min_8bit_size (int, optional): Parameters with fewer elements keep float32 state. Default: ``4096``.
+        percentile_clipping (int, optional): In [0, 100]; below 100, each parameter's gradient is scaled down to
+            that percentile of its last 100 gradient norms when above it. Default: ``100`` (off).
+        block_wise (bool, optional): One absmax per 256-element block (True) or per tensor (False).
+            Default: ``True``.
+        learning_rate (optional): Alias of `lr` (MindSpore's spelling); giving both is an error.
+        loss_scale (Union[float, int], optional): Gradients are divided by it first. Default: ``1.0``.
+        impl (str, optional): ``"auto"``, ``"fused"`` or ``"reference"``, see :class:`ms_optim.Adam`.
+            Default: ``"auto"``.
+
+    Inputs:
+        - **gradients** (tuple[Tensor]) - The gradients of `params`, of the same shapes.
+
+    Outputs:
+        Tensor[bool], the value is ``True``.
+
+    Raises:
+        ValueError: If `params` is None or empty.
+        TypeError: If `params` is not iterable, or an element of it is neither Parameter nor dict.
+        TypeError: If `lr` is not one of int, float, Tensor, Iterable, LearningRateSchedule, or both `lr` and
+            `learning_rate` are given.
+        TypeError: If `lr_decay`, `weight_decay`, `initial_accumulator_value`, `eps` or `loss_scale` is not an int
+            or float, `optim_bits`, `min_8bit_size` or `percentile_clipping` not an int, `block_wise` not a bool.
+        ValueError: "Invalid learning rate: ...", "Invalid weight_decay value: ...", "Invalid epsilon value: ...",
+            "Invalid lr_decay value: ...", "Invalid initial_accumulator_value value: ..." for a negative value.
+        NotImplementedError: If `optim_bits` is neither 8 nor 32 ("Amount of optimizer bits not supported").
+        ValueError: If `min_8bit_size` is negative, `percentile_clipping` outside [0, 100], `loss_scale` not
+            greater than 0.
+        ValueError: If `impl` is invalid, or "fused" where the device target has no fused kernel.
+
+    Supported Platforms:
+        ``CPU`` (fused kernel) ``GPU`` ``Ascend`` (reference path)
+
+    Examples:
+        >>> import numpy as np
+        >>> import mindspore as ms
+        >>> from mindspore import nn, Tensor
+        >>> import ms_optim
+        >>> ms.set_device("CPU")
+        >>> net = nn.Dense(64, 64)
+        >>> optim = ms_optim.Adagrad(net.trainable_params(), lr=0.01, optim_bits=8)
+        >>> train_step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.MSELoss()), optim)
+        >>> x, y = Tensor(np.ones((8, 64), np.float32)), Tensor(np.zeros((8, 64), np.float32))
+        >>> loss = train_step(x, y)
+        >>> print([(p.name, p.dtype) for p in optim.get_parameters() if "accum" in p.name])
+        [('accum.bias', mindspore.float32), ('accum_code.weight', mindspore.uint8), ('accum_absmax.weight', mindspore.float32)]
+    """
+
+    _name = "Adagrad"
+    target = kernels.TARGET_PROPERTY
+
+    def __init__(self, params, lr=_LR_DEFAULT, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
+                 optim_bits=32, args=None, min_8bit_size=4096, percentile_clipping=100, block_wise=True, *,
+                 learning_rate=None, loss_scale=1.0, impl="auto"):
+        name = self._name
+        # Every check runs before the base class builds anything.
+        lr = check.resolve_alias(name, "lr", lr, _LR_DEFAULT, "learning_rate", learning_rate)
+        params = check.check_params(name, params)
+        check.check_learning_rate(name, lr, "lr")
+        # bitsandbytes' checks and messages (in its order), then torch's for what bitsandbytes 0.50 refuses
+        if isinstance(lr, numbers.Real) and not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 <= _number(name, "weight_decay", weight_decay):
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if not 0.0 <= _number(name, "eps", eps):
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if not 0.0 <= _number(name, "lr_decay", lr_decay):
+            raise ValueError(f"Invalid lr_decay value: {lr_decay}")
+        if not 0.0 <= _number(name, "initial_accumulator_value", initial_accumulator_value):
+            raise ValueError(f"Invalid initial_accumulator_value value: {initial_accumulator_value}")
+        check.check_loss_scale(name, loss_scale)
+        optim_bits, min_8bit_size, percentile_clipping, block_wise = self._resolve_args(
+            name, args, optim_bits, min_8bit_size, percentile_clipping, block_wise)
+        self._check_groups(name, params)
+        check.check_impl(name, impl)
+        resolved_impl = kernels.resolve_impl(impl, "adagrad", name)
+
+        # Weight decay is applied by the update itself (after unscaling and clipping, to every parameter), so the
+        # base class gets none.
+        super().__init__(lr, params, 0.0, float(loss_scale))
+        self.impl = resolved_impl
+        self.optim_bits = optim_bits
+        self.min_8bit_size = min_8bit_size
+        self.percentile_clipping = percentile_clipping
+        self.block_wise = block_wise
+        self.lr_decay = Tensor(float(lr_decay), mstype.float32)
+        self.eps = Tensor(float(eps), mstype.float32)
+        self._init_state(float(initial_accumulator_value))
+        self._wd = tuple(Tensor(wd, mstype.float32) for wd in self._weight_decay_per_param(params, weight_decay))
+        self._update_key = kernels.register_update_fns(f"adagrad-{resolved_impl}",
+                                                       lambda: _select_update_fns(resolved_impl))
+
+    @staticmethod
+    def _resolve_args(name, args, optim_bits, min_8bit_size, percentile_clipping, block_wise):
+        """The four 8-bit settings, each from ``args`` where it has the attribute, checked."""
+        if args is not None:
+            optim_bits = getattr(args, "optim_bits", optim_bits)
+            min_8bit_size = getattr(args, "min_8bit_size", min_8bit_size)
+            percentile_clipping = getattr(args, "percentile_clipping", percentile_clipping)
+            block_wise = getattr(args, "block_wise", block_wise)
+        where = " (from 'args')" if args is not None else ""
+        check.check_type(name, "optim_bits" + where, optim_bits, (int,), "int")
+        if optim_bits not in (8, 32):
+            raise NotImplementedError(f"Amount of optimizer bits not supported: {optim_bits} (for '{name}', "
+                                      f"'optim_bits'{where} must be 8 or 32)")
+        check.check_type(name, "min_8bit_size" + where, min_8bit_size, (int,), "int")
+        if min_8bit_size < 0:
+            raise ValueError(f"For '{name}', the 'min_8bit_size'{where} must be greater than or equal to 0, "
+                             f"but got {min_8bit_size}.")
+        check.check_type(name, "percentile_clipping" + where, percentile_clipping, (int,), "int")
+        if not 0 <= percentile_clipping <= 100:
+            raise ValueError(f"For '{name}', the 'percentile_clipping'{where} must be in range of [0, 100], "
+                             f"but got {percentile_clipping}.")
+        check.check_bool(name, "block_wise" + where, block_wise)
+        return optim_bits, min_8bit_size, percentile_clipping, block_wise
+
+    @staticmethod
+    def _check_groups(name, params):
+        for group in params:
+            if isinstance(group, dict) and "weight_decay" in group:
+                value = group["weight_decay"]
+                if not 0.0 <= _number(name, "weight_decay", value):
+                    raise ValueError(f"Invalid weight_decay value: {value}")
+            if isinstance(group, dict) and isinstance(group.get("lr"), numbers.Real) and not 0.0 <= group["lr"]:
+                raise ValueError(f"Invalid learning rate: {group['lr']}")
+
+    def _weight_decay_per_param(self, params, weight_decay):
+        """Each parameter's weight decay: its group's, else the `weight_decay` argument."""
+        by_name = {}
+        for group in params:
+            if isinstance(group, dict) and "params" in group:
+                for p in group["params"]:
+                    by_name[p.name] = float(group.get("weight_decay", weight_decay))
+        return tuple(by_name.get(p.name, float(weight_decay)) for p in self._parameters)
+
+    def is_8bit(self, param):
+        """Whether ``param`` keeps 8-bit state (bitsandbytes' rule: optim_bits 8 and at least min_8bit_size
+        elements)."""
+        return self.optim_bits == 8 and int(np.prod(param.shape)) >= self.min_8bit_size
+
+    def _init_state(self, initial):
+        """accum.<w> (float32) or accum_code.<w> (uint8) + accum_absmax.<w> (float32) per parameter, and
+        gnorm_vec.<w> (float32, 100) with percentile clipping."""
+        accum, codes, absmaxes, gnorms = [], [], [], []
+        slot, absmax_slot, gnorm_slot = [], [], []
+        for p in self._parameters:
+            if self.is_8bit(p):
+                code, absmax = quantization.constant_state(p.shape, initial, self.block_wise)
+                code = Parameter(Tensor(code), name=f"accum_code.{p.name}", requires_grad=False)
+                absmax = Parameter(Tensor(absmax), name=f"accum_absmax.{p.name}", requires_grad=False)
+                codes.append(code)
+                absmaxes.append(absmax)
+                slot.append(code)
+                absmax_slot.append(absmax)
+            else:
+                s = Parameter(initializer(initial, p.shape, mstype.float32), name=f"accum.{p.name}",
+                              requires_grad=False)
+                accum.append(s)
+                slot.append(s)
+                absmax_slot.append(None)
+            if self.percentile_clipping < 100:
+                g = Parameter(initializer(0.0, (reference.GNORM_SLOTS,), mstype.float32), name=f"gnorm_vec.{p.name}",
+                              requires_grad=False)
+                gnorms.append(g)
+                gnorm_slot.append(g)
+            else:
+                gnorm_slot.append(None)
+        self.accum = ParameterTuple(accum)
+        self.accum_code = ParameterTuple(codes)
+        self.accum_absmax = ParameterTuple(absmaxes)
+        self.gnorm_vec = ParameterTuple(gnorms)
+        # Per-parameter views for the map in construct (None where a parameter has no such state).
+        self._state = tuple(slot)
+        self._absmax_slots = tuple(absmax_slot)
+        self._gnorm_slots = tuple(gnorm_slot)
+
+    @ms.jit
+    def construct(self, gradients):
+        gradients = self.scale_grad(gradients)  # unscale first: clipping and weight decay see the true gradient
+        gradients = self.gradients_centralization(gradients)
+        lr = self.get_lr()
+        self.assignadd(self.global_step, self.global_step_increase_tensor)
+        step = self.global_step  # read after the increment (auto-monad orders it): t = 1 on the first step
+        lr_denom = 1.0 + (F.cast(step, mstype.float32) - 1.0) * self.lr_decay
+        percentile = self.percentile_clipping
+        if self.is_group_lr:
+            return self.map_(F.partial(_adagrad_opt, self._update_key, percentile, step, lr_denom, self.eps), lr,
+                             gradients, self._parameters, self._state, self._absmax_slots, self._gnorm_slots,
+                             self._wd)
+        return self.map_(F.partial(_adagrad_opt, self._update_key, percentile, step, lr_denom, self.eps, lr),
+                         gradients, self._parameters, self._state, self._absmax_slots, self._gnorm_slots, self._wd)
+
+
+class Adagrad8bit(Adagrad):
+    """:class:`Adagrad` with `optim_bits` = 8 (bitsandbytes' ``Adagrad8bit``); any other `optim_bits` is a
+    ValueError, as there. Arguments, state and errors otherwise those of :class:`Adagrad`.
+
+    Examples:
+        >>> import mindspore as ms
+        >>> from mindspore import nn
+        >>> import ms_optim
+        >>> ms.set_device("CPU")
+        >>> optim = ms_optim.Adagrad8bit(nn.Dense(128, 64).trainable_params(), lr=0.01)
+        >>> print(optim.accum_code[0].name, optim.accum_code[0].dtype, optim.accum_absmax[0].shape)
+        accum_code.weight UInt8 (32,)
+    """
+
+    _name = "Adagrad8bit"
+
+    def __init__(self, params, lr=_LR_DEFAULT, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
+                 optim_bits=8, args=None, min_8bit_size=4096, percentile_clipping=100, block_wise=True, *,
+                 learning_rate=None, loss_scale=1.0, impl="auto"):
+        if optim_bits != 8:
+            raise ValueError("Adagrad8bit only supports optim_bits=8 (default value for compatibility)")
+        super().__init__(params, lr, lr_decay, weight_decay, initial_accumulator_value, eps, 8, args, min_8bit_size,
+                         percentile_clipping, block_wise, learning_rate=learning_rate, loss_scale=loss_scale,
+                         impl=impl)
+
+
+class Adagrad32bit(Adagrad):
+    """:class:`Adagrad` with float32 state (bitsandbytes' ``Adagrad32bit``, which ignores its `optim_bits`
+    argument; so does this class, unless `args` sets it). Arguments, state and errors otherwise those of
+    :class:`Adagrad`.
+
+    Examples:
+        >>> import mindspore as ms
+        >>> from mindspore import nn
+        >>> import ms_optim
+        >>> ms.set_device("CPU")
+        >>> optim = ms_optim.Adagrad32bit(nn.Dense(4, 2).trainable_params(), lr=0.01)
+        >>> print([p.name for p in optim.accum])
+        ['accum.weight', 'accum.bias']
+    """
+
+    _name = "Adagrad32bit"
+
+    def __init__(self, params, lr=_LR_DEFAULT, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
+                 optim_bits=32, args=None, min_8bit_size=4096, percentile_clipping=100, block_wise=True, *,
+                 learning_rate=None, loss_scale=1.0, impl="auto"):
+        check.check_type(self._name, "optim_bits", optim_bits, (int,), "int")
+        super().__init__(params, lr, lr_decay, weight_decay, initial_accumulator_value, eps, 32, args, min_8bit_size,
+                         percentile_clipping, block_wise, learning_rate=learning_rate, loss_scale=loss_scale,
+                         impl=impl)

@@ -1,0 +1,66 @@
+"""Reference Adagrad updates in MindSpore ops (float32 math, the parameter cast back to its dtype), with float32 or
+block-wise 8-bit state. The fused kernels (ops/cpu/adagrad.cc, math in ops/common/adagrad_math.h) take the same
+arguments and do the same operations in the same order:
+
+    g = grad * gnorm_scale                     gnorm_scale: 1, or this parameter's percentile-clipping factor
+    g = g + weight_decay * p
+    s = s + g * g                              8-bit: s = CODE[code] * absmax first (dequantize)
+    p = p - lr * (g / (sqrt(s) + eps))         lr = lr / (1 + (t - 1) * lr_decay), computed once per step
+    8-bit: absmax = max |s| per block; code = nearest entry of CODE to s / absmax (ms_optim/quantization.py)
+
+``grad`` has already been divided by ``loss_scale``.
+"""
+from mindspore import dtype as mstype
+from mindspore import ops
+from mindspore.ops import functional as F
+
+from ms_optim import quantization
+from ms_optim.functional.adam import _f32, _store
+
+GNORM_SLOTS = 100  # squared gradient norms remembered for percentile clipping
+
+
+def _step(param, s, grad, lr, gnorm_scale, weight_decay, eps):
+    """(new p, new s) in float32."""
+    p = _f32(param)
+    g = _f32(grad) * gnorm_scale
+    g = g + weight_decay * p
+    s = s + g * g
+    return p - lr * (g / (ops.sqrt(s) + eps)), s
+
+
+def adagrad(param, accum, grad, lr, gnorm_scale, weight_decay, eps):
+    """One step with float32 state ``accum``; assigns param and accum. Returns True, ordered after the writes."""
+    p, s = _step(param, accum, grad, lr, gnorm_scale, weight_decay, eps)
+    success = F.depend(True, _store(accum, s))
+    return F.depend(success, _store(param, p))
+
+
+def adagrad_8bit(param, code, absmax, grad, lr, gnorm_scale, weight_decay, eps):
+    """One step with 8-bit state (uint8 ``code`` of the parameter's shape, float32 ``absmax`` with one value per
+    256-element block, or one for the tensor); assigns param, code and absmax."""
+    s = quantization.ms_dequantize(code, absmax)
+    p, s = _step(param, s, grad, lr, gnorm_scale, weight_decay, eps)
+    new_code, new_absmax = quantization.ms_quantize(s, ops.shape(absmax)[0])
+    success = F.depend(True, F.assign(code, new_code))
+    success = F.depend(success, F.assign(absmax, new_absmax))
+    return F.depend(success, _store(param, p))
+
+
+def percentile_clip(grad, gnorm_vec, step, percentile):
+    """Percentile clipping as bitsandbytes <= 0.49 did it, for one parameter: writes the squared L2 norm of
+    ``grad`` into ``gnorm_vec`` (float32, 100) at slot ``step % 100`` (every slot at step 1) and returns the
+    factor to multiply the gradient by, float32 shape (1,): ``clip / current`` when the current norm is above
+    the ``percentile``-th smallest of the 100 remembered norms (``clip``), else 1.
+
+    ``step`` (int32, (1,)) counts from 1. Both paths call this in graph ops; the kernels get the factor."""
+    g = _f32(grad)
+    norm_sq = ops.reshape(ops.reduce_sum(g * g), (1,))
+    slots = ops.arange(GNORM_SLOTS, dtype=mstype.int32)
+    fresh = ops.broadcast_to(norm_sq, (GNORM_SLOTS,))
+    fill = ops.logical_or(ops.broadcast_to(step == 1, (GNORM_SLOTS,)), slots == step % GNORM_SLOTS)
+    vec = ops.select(fill, fresh, gnorm_vec)
+    vec = F.depend(vec, F.assign(gnorm_vec, vec))
+    current = ops.sqrt(norm_sq)
+    clip = ops.sqrt(ops.sort(vec)[0][percentile:percentile + 1])
+    return ops.select(current > clip, clip / current, ops.ones_like(current))
