@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 try:
     import mindformers  # noqa: F401  pylint: disable=unused-import
@@ -20,7 +19,7 @@ except ImportError as error:  # the version-floor environment of .ci/run install
     pytest.skip(f"mindformers is not importable ({error}); pip install mindformers==1.8.0 (pins mindspore 2.7.2) "
                 f"to run the mindformers integration tests", allow_module_level=True)
 
-import mindspore as ms
+import yaml  # a mindformers dependency
 from mindspore import Tensor, nn, ops
 
 import ms_optim
@@ -28,6 +27,9 @@ import ms_optim.integrations.mindformers as msf
 import _mindformers_worker as worker
 
 OPTIMIZER = MindFormerModuleType.OPTIMIZER
+# Subprocesses import the ms_optim this process imported (a source tree on PYTHONPATH, or the installed package).
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(ms_optim.__file__).resolve().parent.parent),
+                                                   os.environ.get("PYTHONPATH", "")]))
 CLASSES = msf.optimizer_classes()
 SECTIONS = worker.optimizer_sections()
 
@@ -72,23 +74,21 @@ def test_register_never_shadows_mindformers_or_mindspore_classes():
             assert not MindFormerRegister.get_cls(OPTIMIZER, name).__module__.startswith("ms_optim"), name
 
 
-def test_register_without_mindformers_says_what_to_install():
+def test_register_without_mindformers_says_what_to_install(tmp_path):
     code = ("import sys; sys.modules['mindformers'] = None\n"
             "import ms_optim, ms_optim.integrations.mindformers as msf\n"
             "assert 'mindformers.tools' not in sys.modules\n"
             "try:\n    msf.register()\nexcept ImportError as e:\n    print(e)\n")
-    root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300,
-                          env=dict(os.environ, PYTHONPATH=str(root)))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=ENV,
+                          cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "pip install mindformers" in done.stdout, done.stdout
 
 
-def test_import_ms_optim_does_not_import_mindformers():
+def test_import_ms_optim_does_not_import_mindformers(tmp_path):
     code = "import sys, ms_optim, ms_optim.integrations.mindformers; print('mindformers' in sys.modules)"
-    root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300,
-                          env=dict(os.environ, PYTHONPATH=str(root)))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=ENV,
+                          cwd=tmp_path)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stdout + done.stderr[-2000:]
 
 
@@ -190,9 +190,7 @@ def _jobs(tmp):
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mindformers")
     (tmp / "jobs.json").write_text(json.dumps(_jobs(tmp)), encoding="utf-8")
-    root = Path(__file__).resolve().parent.parent
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
-               OM_MODULES_CACHE=str(tmp / "om_modules"))
+    env = dict(ENV, OM_MODULES_CACHE=str(tmp / "om_modules"))
     done = subprocess.run([sys.executable, worker.__file__, str(tmp / "jobs.json"), str(tmp / "results.json")],
                           capture_output=True, text=True, cwd=tmp, env=env, timeout=900)
     results_file = tmp / "results.json"
