@@ -177,8 +177,8 @@ def main(jobs_path, results_path):
 
 
 def steptime(steps=60):
-    """Median step time of a Llama (4 layers, hidden 512, seq 256, vocab 4096: 15.8M parameters) with
-    ms_optim.Came and with mindformers' AdamW, alternating runs, after a 5-step warm-up."""
+    """Median step time of a Llama (4 layers, hidden 512, seq 256, vocab 4096: 17M parameters) with ms_optim.Came
+    and with mindformers' AdamW, two runs of each, alternating; steps after the first 5 (about 15 min on 2 cores)."""
     from mindformers import MindFormerConfig, Trainer, build_context
     import ms_optim.integrations.mindformers as msf
     msf.register()
