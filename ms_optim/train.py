@@ -55,8 +55,8 @@ def encode(text):
     table = np.full(128, _OTHER, np.uint8)
     for i, ch in enumerate(_ALPHABET):
         table[ord(ch)] = i
-    codes = np.frombuffer(text.encode("ascii", errors="replace"), np.uint8)
-    return table[np.minimum(codes, 127)]  # "replace" gives "?" for non-ASCII; 127 (DEL) maps to "other"
+    codes = np.frombuffer(text.encode("utf-32-le"), np.uint32)  # one code point per character
+    return table[np.minimum(codes, 127)]  # 127 (DEL) and everything above map to "other"
 
 
 def decode(ids):
