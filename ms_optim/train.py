@@ -213,7 +213,7 @@ OPTIMIZERS = {
     "ms_optim.Came": (2.5e-4, _factory("Came")),
     "ms_optim.Adagrad": (1e-3, _factory("Adagrad")),
     "ms_optim.Adagrad8bit": (1e-3, _factory("Adagrad8bit")),
-    "ms_optim.AdaBelief": (1.2e-3, _factory("AdaBelief")),
+    "ms_optim.AdaBelief": (2.4e-3, _factory("AdaBelief")),
 }
 
 
