@@ -214,13 +214,22 @@ OPTIMIZERS = {
     "ms_optim.Adagrad": (1e-3, _factory("Adagrad")),
     "ms_optim.Adagrad8bit": (1e-3, _factory("Adagrad8bit")),
     "ms_optim.AdaBelief": (2.4e-3, _factory("AdaBelief")),
+    # MindSpore's counterparts of two ms_optim variants: not trained by default ("all"), but their step is timed
+    # next to the variant's (below). nn.Adagrad with a zero initial accumulator, as bitsandbytes' Adagrad starts.
+    "nn.Adam-amsgrad": (2.5e-4, _nn("Adam", use_amsgrad=True)),
+    "nn.Adagrad": (1e-3, _nn("Adagrad", accum=1e-8)),
 }
+DEFAULT_OPTIMIZERS = list(OPTIMIZERS)[:8]
+# When the first is trained and the second is not, the table still shows the second's optimizer-step time (and
+# state), so the update's cost can be compared with MindSpore's own at no training time.
+STEP_TIME_COUNTERPARTS = {"ms_optim.Adam-amsgrad": "nn.Adam-amsgrad", "ms_optim.Adagrad": "nn.Adagrad"}
 
 
 def select_optimizers(spec):
-    """(available names, missing names) for a comma-separated list of names (case-insensitive) or "all"."""
+    """(available names, missing names) for a comma-separated list of names (case-insensitive) or "all" (the
+    default set: every optimizer but the step-time counterparts)."""
     if spec.strip().lower() == "all":
-        wanted = list(OPTIMIZERS)
+        wanted = list(DEFAULT_OPTIMIZERS)
     else:
         by_lower = {name.lower(): name for name in OPTIMIZERS}
         wanted = []
@@ -370,7 +379,9 @@ def main(argv=None):
         epilog=f"Optimizers and their learning rates: "
                f"{', '.join(f'{n} ({lr:g})' for n, (lr, _) in OPTIMIZERS.items())}.")
     parser.add_argument("--optimizers", default="all",
-                        help="comma-separated names from the list below, or 'all' (default: all this build has)")
+                        help="comma-separated names from the list below, or 'all' (default: all this build has "
+                             "but nn.Adam-amsgrad and nn.Adagrad, whose step time is shown next to ms_optim's "
+                             "without training them)")
     parser.add_argument("--steps", type=int, help="training steps per optimizer (default 100; --quick: 25)")
     parser.add_argument("--quick", action="store_true",
                         help="a smaller model and fewer steps: about a minute on 2 cores for all optimizers")
@@ -450,11 +461,22 @@ def main(argv=None):
         records.append(rec)
         optimizers[name] = opt
 
+    # MindSpore's counterparts of trained ms_optim variants, for their step time and state only.
+    counterparts = {}
+    for name in names:
+        other = STEP_TIME_COUNTERPARTS.get(name)
+        if other and other not in optimizers:
+            lr = args.lr if args.lr is not None else OPTIMIZERS[other][0]
+            counterparts[other] = {"name": other, "lr": lr}
+            optimizers[other] = OPTIMIZERS[other][1](params, lr)
+            counterparts[other].update(impl=implementation(optimizers[other]),
+                                       state_bytes=state_bytes(optimizers[other], params))
+
     # Optimizer step alone: one gradient tuple of the model (at the last run's weights), every optimizer in turn.
     x, y = sequences(train_ids, starts[-1], context)
     grads = grad_step(Tensor(x), Tensor(y))[1]
     step_s = time_optimizer_steps(optimizers, grads, params[-1], rounds, warmup=2)
-    for rec in records:
+    for rec in records + list(counterparts.values()):
         rec["opt_step_ms"] = 1e3 * step_s[rec["name"]]
 
     rows = []
@@ -466,6 +488,10 @@ def main(argv=None):
             "tokens_per_s": round(rec["tokens_per_s"], 1), "opt_step_ms": round(rec["opt_step_ms"], 3),
             "state_bytes": rec["state_bytes"], "state_bytes_per_param": round(rec["state_bytes"] / n_params, 3),
             "train_s": round(rec["train_s"], 2), "compile_s": round(rec["compile_s"], 2)})
+    for rec in counterparts.values():  # not trained: step time and state only
+        rows.append({"optimizer": rec["name"], "lr": rec["lr"], "implementation": rec["impl"], "steps": 0,
+                     "opt_step_ms": round(rec["opt_step_ms"], 3), "state_bytes": rec["state_bytes"],
+                     "state_bytes_per_param": round(rec["state_bytes"] / n_params, 3)})
     columns = list(rows[0])
     write_csv(os.path.join(args.out, "train.csv"), rows, columns)
     write_csv(os.path.join(args.out, "train_curves.csv"),
@@ -481,8 +507,11 @@ def main(argv=None):
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['optimizer']:<24}{r['lr']:>8g}{r['val_loss']:>10.4f}{r['val_ppl']:>9.3f}"
-              f"{r['tokens_per_s']:>10,.0f}{r['opt_step_ms']:>9.2f}{r['state_bytes'] / 1e6:>10.2f}"
+        if r["steps"]:
+            trained = f"{r['val_loss']:>10.4f}{r['val_ppl']:>9.3f}{r['tokens_per_s']:>10,.0f}"
+        else:
+            trained = f"{'(step time only)':>29}"
+        print(f"{r['optimizer']:<24}{r['lr']:>8g}{trained}{r['opt_step_ms']:>9.2f}{r['state_bytes'] / 1e6:>10.2f}"
               f"{r['state_bytes_per_param']:>9.2f}  {r['implementation']}")
     for name in missing:
         print(f"{name:<24}  not available in this build")
@@ -494,5 +523,5 @@ def main(argv=None):
         print(f"\nwrote {os.path.join(args.out, 'train.csv')}, train_curves.csv and {png}")
     else:
         print(f"\nwrote {os.path.join(args.out, 'train.csv')} and train_curves.csv; no plot: matplotlib is not "
-              f"installed (pip install 'ms_optim[main]')")
+              f"installed (pip install matplotlib, or install ms_optim with its [main] extra)")
     return 0

@@ -60,7 +60,8 @@ def test_model_gives_logits_and_has_the_expected_parameter_count():
 
 def test_select_optimizers_by_name_and_lists_the_missing():
     names, missing = train.select_optimizers("all")
-    assert names + missing and set(names + missing) == set(train.OPTIMIZERS)
+    assert names + missing and names + missing == [n for n in train.DEFAULT_OPTIMIZERS if n in names + missing]
+    assert set(names + missing) == set(train.DEFAULT_OPTIMIZERS)
     for name in missing:  # only ms_optim classes this build lacks can be missing
         assert name.startswith("ms_optim.") and getattr(ms_optim, name.split(".")[1].split("-")[0], None) is None
     assert train.select_optimizers("NN.ADAM, ms_optim.came") == (["nn.Adam", "ms_optim.Came"], [])
@@ -79,23 +80,27 @@ def test_progress_line_without_tqdm(monkeypatch, capsys):
 
 
 def test_two_step_run_writes_the_table(tmp_path, capsys):
-    """nn.Adam and ms_optim.Adam start from the same weights and see the same batches: same validation loss."""
+    """nn.Adam and ms_optim.Adam start from the same weights and see the same batches: same validation loss;
+    ms_optim's amsgrad brings nn.Adam's amsgrad into the table, step time and state only."""
     out = tmp_path / "out"
-    rc = train.main(["--quick", "--steps", "2", "--optimizers", "nn.Adam,ms_optim.Adam", "--out", str(out),
-                     "--timing-rounds", "1", "--no-progress"])
+    rc = train.main(["--quick", "--steps", "2", "--optimizers", "nn.Adam,ms_optim.Adam,ms_optim.Adam-amsgrad",
+                     "--out", str(out), "--timing-rounds", "1", "--no-progress"])
     assert rc == 0
     with open(out / "train.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert [r["optimizer"] for r in rows] == ["nn.Adam", "ms_optim.Adam"]
-    assert [r["implementation"] for r in rows] == ["MindSpore", "fused"]
-    losses = [float(r["val_loss"]) for r in rows]
+    assert [r["optimizer"] for r in rows] == ["nn.Adam", "ms_optim.Adam", "ms_optim.Adam-amsgrad",
+                                              "nn.Adam-amsgrad"]
+    assert [r["implementation"] for r in rows] == ["MindSpore", "fused", "fused", "MindSpore"]
+    losses = [float(r["val_loss"]) for r in rows[:3]]
     assert all(math.isfinite(v) and v < math.log(train.VOCAB_SIZE) + 0.5 for v in losses)
     assert abs(losses[0] - losses[1]) < 1e-3
-    assert all(float(r["opt_step_ms"]) > 0 and float(r["state_bytes_per_param"]) == 8.0 for r in rows)
+    assert rows[3]["steps"] == "0" and rows[3]["val_loss"] == ""
+    assert all(float(r["opt_step_ms"]) > 0 for r in rows)
+    assert [float(r["state_bytes_per_param"]) for r in rows] == [8.0, 8.0, 12.0, 12.0]
     with open(out / "train_curves.csv", encoding="utf-8") as f:
         curves = list(csv.DictReader(f))
-    assert [(c["optimizer"], c["step"]) for c in curves] == [("nn.Adam", "1"), ("nn.Adam", "2"),
-                                                            ("ms_optim.Adam", "1"), ("ms_optim.Adam", "2")]
+    assert [(c["optimizer"], c["step"]) for c in curves] == [
+        (name, step) for name in ("nn.Adam", "ms_optim.Adam", "ms_optim.Adam-amsgrad") for step in ("1", "2")]
     printed = capsys.readouterr().out
     assert "val loss" in printed and "ms_optim.Adam" in printed
     try:
