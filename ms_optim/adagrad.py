@@ -85,7 +85,8 @@ class Adagrad(nn.Optimizer):
     with :math:`s_0` = `initial_accumulator_value`, :math:`\lambda` the weight decay (applied to every parameter,
     as bitsandbytes does; a group's own value for its parameters) and :math:`\gamma_t` the percentile-clipping
     factor (1 unless `percentile_clipping` < 100: then :math:`\min(1, c / \lVert g \rVert)` with :math:`c` the
-    `percentile_clipping`-th smallest of the last 100 gradient norms of this parameter). Math is float32 for
+    entry at index `percentile_clipping` (counted from 0) of the last 100 gradient norms of this parameter,
+    sorted; bitsandbytes' definition). Math is float32 for
     float32, float16 and bfloat16 parameters.
 
     With 8-bit state (`optim_bits` = 8, for parameters of at least `min_8bit_size` elements) :math:`s` is stored
@@ -137,6 +138,8 @@ class Adagrad(nn.Optimizer):
         ValueError: If `min_8bit_size` is negative, `percentile_clipping` outside [0, 100], `loss_scale` not
             greater than 0.
         ValueError: If `impl` is invalid, or "fused" where the device target has no fused kernel.
+        TypeError: If a parameter is not float16, float32 or bfloat16.
+        RuntimeError: If `impl` is "fused" and the kernel library can not be built or loaded.
 
     Supported Platforms:
         ``CPU`` (fused kernel) ``GPU`` ``Ascend`` (reference path)

@@ -29,12 +29,6 @@ Method, all in one run:
    subprocess, ours and nn.Adam alternately, so that no in-process cache (parsed functions, resolved
    primitives, kernel registrations) built by one helps the other; each subprocess first compiles a tiny
    unrelated graph so one-time backend start-up is charged to neither. The median over repetitions is kept.
-6. Adagrad: the ``--elements`` / ``--tensors`` case of 2., ms_optim.Adagrad (float32 state), ms_optim.Adagrad8bit
-   (block-wise 8-bit state), nn.Adagrad and, when importable, torch.optim.Adagrad (fused=True, on CPU tensors)
-   and bitsandbytes' Adagrad8bit (its CPU backend), timed round-robin as in 2. (the torch optimizers step on
-   their own fixed gradients; torch gets ``--threads`` threads). Bounds: 20 B/element for float32 state (read p,
-   g, s; write p, s), 14 B/element for 8-bit state (read p, g, code; write p, code; absmax adds 8/256), over
-   ``B``; plus state bytes per parameter element.
 5. CAME: ``--came-matrices`` float32 matrices of ``--came-shape`` (default 8 of 1024 x 2048), ms_optim.Came vs
    nn.AdaFactor (the built-in factored optimizer, with a fixed learning rate like the others) vs ms_optim.Adam,
    timed round-robin as in 2., plus optimizer-state bytes per trained parameter element.
@@ -44,6 +38,12 @@ Method, all in one run:
    Peers on the same sizes when importable: labml's AdaBelief (flags set as meant, see docs/adabelief.md) and the
    authors' adabelief-pytorch, both torch on --threads CPU threads, timed in a round-robin of their own afterwards:
    torch's OpenMP threads keep spinning after a step and slowed whichever MindSpore step came next.
+7. Adagrad: the ``--elements`` / ``--tensors`` case of 2., ms_optim.Adagrad (float32 state), ms_optim.Adagrad8bit
+   (block-wise 8-bit state), nn.Adagrad and, when importable, torch.optim.Adagrad (fused=True, on CPU tensors) and
+   bitsandbytes' Adagrad8bit (its CPU backend), timed round-robin as in 2. (the torch optimizers after the MindSpore
+   ones, on their own fixed gradients, in a round-robin of their own; torch gets ``--threads`` threads). Bounds: 20
+   B/element for float32 state (read p, g, s; write p, s), 14 B/element for 8-bit state (read p, g, code; write p,
+   code; absmax adds 8/256), over ``B``; plus state bytes per parameter element.
 """
 import argparse
 import gc

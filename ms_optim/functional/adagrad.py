@@ -51,7 +51,7 @@ def percentile_clip(grad, gnorm_vec, step, percentile):
     """Percentile clipping as bitsandbytes <= 0.49 did it, for one parameter: writes the squared L2 norm of
     ``grad`` into ``gnorm_vec`` (float32, 100) at slot ``step % 100`` (every slot at step 1) and returns the
     factor to multiply the gradient by, float32 shape (1,): ``clip / current`` when the current norm is above
-    the ``percentile``-th smallest of the 100 remembered norms (``clip``), else 1.
+    ``clip``, the entry at index ``percentile`` (from 0) of the 100 remembered norms sorted, else 1.
 
     ``step`` (int32, (1,)) counts from 1. Both paths call this in graph ops; the kernels get the factor."""
     g = _f32(grad)
