@@ -49,6 +49,15 @@ def check_positive_float(cls_name, arg_name, value, finite=False):
     return value
 
 
+def check_eps_representable(cls_name, arg_name, value):
+    """For optimizers whose peers accept eps = 0 (bitsandbytes, torch, labml): 0 stays allowed, as there, but a
+    positive value that is 0 in float32 (the kernels' precision) is refused, since it silently becomes 0."""
+    if 0.0 < value <= _FLOAT32_TINY / 2:
+        raise ValueError(f"For '{cls_name}', the '{arg_name}' must be 0 or at least {_FLOAT32_TINY:.4g}, the smallest "
+                         f"positive float32 (the precision of the update), but got {value}, which is 0 there.")
+    return value
+
+
 def check_impl(cls_name, impl):
     check_type(cls_name, "impl", impl, (str,), "str")
     if impl not in IMPLS:

@@ -76,9 +76,9 @@ def _weight_decay_config(name, weight_decay, weight_decouple, absolute):
     attributes (labml's ``WeightDecay``); the keyword flags must then be left alone or agree with it."""
     if all(hasattr(weight_decay, a) for a in ("weight_decay", "weight_decouple", "absolute")):
         config = weight_decay
-        for arg, given, default in (("weight_decouple", weight_decouple, True), ("absolute", absolute, False)):
+        for arg, given in (("weight_decouple", weight_decouple), ("absolute", absolute)):
             held = getattr(config, arg)
-            if given is not default and given != held:
+            if given is not None and given != held:
                 raise TypeError(f"For '{name}', '{arg}' was given as {given!r} while 'weight_decay' "
                                 f"({type(config).__name__}) holds {arg}={held!r}; give it in one place only.")
         weight_decay, weight_decouple, absolute = config.weight_decay, config.weight_decouple, config.absolute
@@ -86,6 +86,8 @@ def _weight_decay_config(name, weight_decay, weight_decouple, absolute):
         flags = ("weight_decay.weight_decouple", "weight_decay.absolute")
     else:
         arg, flags = "weight_decay", ("weight_decouple", "absolute")
+        weight_decouple = True if weight_decouple is None else weight_decouple  # None: not given (labml's default)
+        absolute = False if absolute is None else absolute
     check.check_type(name, arg, weight_decay, (int, float),
                      "float, int, or an object with weight_decay, weight_decouple and absolute attributes")
     check.check_bool(name, flags[0], weight_decouple)
@@ -135,7 +137,8 @@ class AdaBelief(nn.Optimizer):
             Default: ``1e-3``.
         betas (Union[tuple[float, float], list[float]], optional): :math:`(\beta_1, \beta_2)`, each in [0.0, 1.0).
             Default: ``(0.9, 0.999)``.
-        eps (float, optional): :math:`\epsilon`, at least 0; added inside the root and to the denominator.
+        eps (float, optional): :math:`\epsilon`, 0 (as labml allows) or a value that is positive in float32;
+            added inside the root and to the denominator.
             Default: ``1e-16``.
         weight_decay (Union[float, int, object], optional): :math:`\lambda`, at least 0, or an object with
             `weight_decay`, `weight_decouple` and `absolute` attributes (labml's ``WeightDecay``). Applied to
@@ -146,9 +149,11 @@ class AdaBelief(nn.Optimizer):
             Default: ``True``.
         rectify (bool, optional): RAdam's rectification. Default: ``True``.
         weight_decouple (bool, optional): Decay the parameter directly instead of adding
-            :math:`\lambda w` to the gradient. Default: ``True``.
+            :math:`\lambda w` to the gradient; ``None`` means not given: ``True``, or the value of a
+            `weight_decay` object. Default: ``None``.
         absolute (bool, optional): With `weight_decouple`, decay by :math:`\lambda` instead of
-            :math:`\eta_t \lambda`. Default: ``False``.
+            :math:`\eta_t \lambda`; ``None`` means not given: ``False``, or the value of a `weight_decay`
+            object. Default: ``None``.
         optimized_update (bool, optional): Apply the second-moment bias correction to the step size, after
             adding :math:`\epsilon`. Default: ``False``.
         learning_rate (optional): Alias of `lr` (the MindSpore spelling).
@@ -198,7 +203,7 @@ class AdaBelief(nn.Optimizer):
     target = kernels.TARGET_PROPERTY
 
     def __init__(self, params, lr=_LR_DEFAULT, betas=_BETAS_DEFAULT, eps=1e-16, weight_decay=0.0, amsgrad=False,
-                 degenerate_to_sgd=True, rectify=True, *, weight_decouple=True, absolute=False,
+                 degenerate_to_sgd=True, rectify=True, *, weight_decouple=None, absolute=None,
                  optimized_update=False, learning_rate=None, beta1=None, beta2=None, loss_scale=1.0,
                  impl="auto"):
         name = "AdaBelief"
@@ -211,6 +216,7 @@ class AdaBelief(nn.Optimizer):
         _check_number(name, "eps", eps)
         if not 0.0 <= eps:
             raise ValueError(f"Invalid epsilon value: {eps}")
+        check.check_eps_representable(name, "eps", eps)
         for i, beta in enumerate(betas):
             if not 0.0 <= beta < 1.0:
                 raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
@@ -275,7 +281,7 @@ class AdaBelief(nn.Optimizer):
         for group in params:
             if not isinstance(group, dict):
                 continue
-            if "lr" in group and _is_number(group["lr"]):
+            if "lr" in group and (_is_number(group["lr"]) or isinstance(group["lr"], (list, tuple))):
                 _check_lr_values(group["lr"])
             if "weight_decay" in group:
                 _check_number(name, "weight_decay", group["weight_decay"])

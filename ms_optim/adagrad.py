@@ -104,7 +104,8 @@ class Adagrad(nn.Optimizer):
         weight_decay (Union[float, int], optional): L2 penalty added to the gradient. Default: ``0``.
         initial_accumulator_value (Union[float, int], optional): Initial value of the sum of squares.
             Default: ``0``.
-        eps (Union[float, int], optional): Added to the square root in the denominator. Default: ``1e-10``.
+        eps (Union[float, int], optional): Added to the square root in the denominator; 0 (allowed, as by
+            bitsandbytes and torch) or a value that is positive in float32. Default: ``1e-10``.
         optim_bits (int, optional): 32 (float32 state) or 8 (8-bit state). Default: ``32``.
         args (object, optional): An object whose attributes `optim_bits`, `min_8bit_size`, `percentile_clipping`
             and `block_wise`, where present, replace those arguments (bitsandbytes' ``GlobalOptimManager``
@@ -177,6 +178,7 @@ class Adagrad(nn.Optimizer):
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         if not 0.0 <= _number(name, "eps", eps):
             raise ValueError(f"Invalid epsilon value: {eps}")
+        check.check_eps_representable(name, "eps", eps)
         if not 0.0 <= _number(name, "lr_decay", lr_decay):
             raise ValueError(f"Invalid lr_decay value: {lr_decay}")
         if not 0.0 <= _number(name, "initial_accumulator_value", initial_accumulator_value):

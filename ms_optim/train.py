@@ -399,11 +399,13 @@ def main(argv=None):
         names, missing = select_optimizers(args.optimizers)
     except ValueError as err:
         parser.error(str(err))
-    steps = args.steps or (25 if args.quick else 100)
-    if steps < 1 or args.batch_size < 1:
-        parser.error("--steps and --batch-size must be positive")
-    eval_every = args.eval_every or max(1, steps // 10)
-    rounds = args.timing_rounds or (5 if args.quick else 20)
+    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size), ("--eval-every", args.eval_every),
+                        ("--timing-rounds", args.timing_rounds)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be positive, but got {value}")
+    steps = args.steps if args.steps is not None else (25 if args.quick else 100)
+    eval_every = args.eval_every if args.eval_every is not None else max(1, steps // 10)
+    rounds = args.timing_rounds if args.timing_rounds is not None else (5 if args.quick else 20)
     d_model, layers, heads, d_ff, context = MODEL_SIZES["quick" if args.quick else "default"]
 
     import mindspore as ms

@@ -378,7 +378,9 @@ ERRORS = [
     ({"degenerate_to_sgd": None}, TypeError, "'degenerate_to_sgd'"),
     ({"rectify": "no"}, TypeError, "'rectify'"),
     ({"weight_decouple": 1}, TypeError, "'weight_decouple'"),
-    ({"absolute": None}, TypeError, "'absolute'"),
+    ({"absolute": "no"}, TypeError, "'absolute'"),
+    ({"weight_decay": WD(0.1, False, False), "weight_decouple": True}, TypeError, "'weight_decouple'"),
+    ({"weight_decay": WD(0.1, True, True), "absolute": False}, TypeError, "'absolute'"),
     ({"optimized_update": 0}, TypeError, "'optimized_update'"),
     ({"lr": 0.1, "learning_rate": 0.1}, TypeError, "'lr' and its alias 'learning_rate'"),
     ({"betas": (0.9, 0.99), "beta1": 0.9}, TypeError, "'betas' and its alias"),
@@ -386,6 +388,7 @@ ERRORS = [
     ({"impl": "cuda"}, ValueError, "'impl'"),
     ({"groups": {"weight_decay": -0.5}}, ValueError, "Invalid weight_decay value: -0.5"),
     ({"groups": {"lr": -0.5}}, ValueError, "Invalid learning rate: -0.5"),
+    ({"groups": {"lr": [-1.0, 0.1]}}, ValueError, r"Invalid learning rate: \[-1.0, 0.1\]"),
     ({"groups": {"weight_decay": "x"}}, TypeError, "'weight_decay'"),
 ]
 

@@ -59,6 +59,10 @@ def _run(impl, shapes=SHAPES, dtype=ms.float32, steps=STEPS, grad_scale=1.0, par
     return _state(opt)
 
 
+def _ms_version():
+    return tuple(int(part) for part in ms.__version__.split(".")[:2])
+
+
 # ---------------------------------------------------------------------------------------------- the quantizer
 
 def _nearest_code(x):
@@ -315,6 +319,9 @@ def test_fused_low_precision_params_match_oracle(case, dtype):
     CPU backend has no bfloat16 Assign, so the reference path cannot run on bfloat16 here)."""
     ms.set_context(mode=ms.GRAPH_MODE)
     kwargs = CASES[case]
+    if dtype == "bfloat16" and kwargs.get("loss_scale", 1.0) != 1.0 and _ms_version() < (2, 10):
+        pytest.skip(f"MindSpore {ms.__version__} has no bfloat16 Mul on CPU, which nn.Optimizer.scale_grad needs for "
+                    f"loss_scale != 1 (nn.Adam fails the same way there); 2.10 has it")
     _compare(_run("fused", dtype=DTYPES[dtype], **kwargs), _oracle(dtype=dtype, **kwargs), f"{case}/{dtype}")
 
 

@@ -316,7 +316,8 @@ def test_results_do_not_depend_on_thread_count(tmp_path):
 
 
 def test_kernel_refuses_mismatched_shapes():
-    """A state tensor of the wrong size makes the kernel return an error, and nothing is written."""
+    """A state tensor of the wrong size is refused when the call is built, and nothing is written (the kernel's
+    own refusal of it, for callers that skip the wrapper, is tested in test_hardening.py through ctypes)."""
     ms.set_context(mode=ms.PYNATIVE_MODE)
     op = kernels.inplace_kernel("adam", "MsOptimAdam", ("param", "m", "v"),
                                 ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps", "grad"))
@@ -324,7 +325,7 @@ def test_kernel_refuses_mismatched_shapes():
     m = Parameter(Tensor(np.zeros(5, np.float32)), name="m")  # wrong: 5 elements for an 8-element parameter
     v = Parameter(Tensor(np.zeros(8, np.float32)), name="v")
     scalars = [Tensor(x, ms.float32) for x in (0.9, 0.999, 0.01, 0.9, 0.999, 1e-8)]
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match=r"the state 'm' has shape \[5\], but its parameter has shape \[8\]"):
         op(param, m, v, *scalars, Tensor(np.ones(8, np.float32))).asnumpy()
     np.testing.assert_array_equal(param.asnumpy(), np.ones(8, np.float32))
     np.testing.assert_array_equal(m.asnumpy(), np.zeros(5, np.float32))

@@ -109,3 +109,11 @@ def test_two_step_run_writes_the_table(tmp_path, capsys):
         assert not (out / "train.png").exists() and "matplotlib is not installed" in printed
     else:
         assert (out / "train.png").stat().st_size > 10000
+
+
+@pytest.mark.parametrize("flag", ["--steps", "--batch-size", "--eval-every", "--timing-rounds"])
+def test_zero_or_negative_counts_are_refused(flag, capsys):
+    """0 is refused, not taken as "use the default" (a falsy 0 silently ran 100 steps)."""
+    with pytest.raises(SystemExit) as info:
+        train.main([flag, "0", "--out", os.devnull])
+    assert info.value.code == 2 and f"{flag} must be positive, but got 0" in capsys.readouterr().err

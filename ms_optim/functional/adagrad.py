@@ -42,7 +42,7 @@ def adagrad_8bit(param, code, absmax, grad, lr, gnorm_scale, weight_decay, eps):
     s = quantization.ms_dequantize(code, absmax)
     p, s = _step(param, s, grad, lr, gnorm_scale, weight_decay, eps)
     new_code, new_absmax = quantization.ms_quantize(s, ops.shape(absmax)[0])
-    success = F.depend(True, F.assign(code, new_code))
+    success = F.depend(True, _store(code, new_code))
     success = F.depend(success, F.assign(absmax, new_absmax))
     return F.depend(success, _store(param, p))
 

@@ -28,7 +28,9 @@ def _f32(x):
 
 
 def _store(ref, value):
-    return F.assign(ref, F.cast(value, F.dtype(ref)))
+    """Assigns ``value`` to ``ref`` in ref's dtype and shape: per-step scalars of shape (1,) broadcast a 0-d
+    parameter's update to (1,), which Assign would refuse."""
+    return F.assign(ref, ops.reshape(F.cast(value, F.dtype(ref)), F.shape(ref)))
 
 
 def moments(m, v, vhat, g, one_minus_beta1, one_minus_beta2, belief=False):

@@ -129,6 +129,12 @@ def _checked(symbol, names, written, out_shape, out_dtype, input_dtypes):
                 len(shapes[values]) != len(want) or list(shapes[values][1:]) != want[1:]):
             raise ValueError(f"For ms_optim kernel '{symbol}', the sparse gradient's values, of shape "
                              f"{list(shapes[values])}, must be rows of its parameter, of shape {want}.")
+        for name in _ELEMENTWISE_STATE:  # a parameter reshaped after construction is stopped here, before any write
+            i = index.get(name)
+            if i is not None and i != param and known(shapes[i]) and known(want) and list(shapes[i]) != want:
+                raise ValueError(f"For ms_optim kernel '{symbol}', the state '{name}' has shape {list(shapes[i])}, "
+                                 f"but its parameter has shape {want} (was the parameter replaced after the "
+                                 f"optimizer was built?).")
         return out_shape(shapes)
 
     def element(dtype):  # Float32 for Tensor[Float32] and Ref[Tensor[Float32]] (a Parameter) alike
@@ -157,6 +163,10 @@ def _checked(symbol, names, written, out_shape, out_dtype, input_dtypes):
         return out_dtype(dtypes)
 
     return check_shapes, check_dtypes
+
+
+# State inputs with one element per parameter element (the factored rows/columns and block scales are not).
+_ELEMENTWISE_STATE = ("m", "v", "vhat", "accum", "code", "sq")
 
 
 def _kernel(family, symbol, written, read, out_shape, out_dtype, input_dtypes=None):

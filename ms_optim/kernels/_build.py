@@ -166,7 +166,9 @@ def _check_owner_and_mode(path, st, what):
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise KernelBuildError(f"refusing the ms_optim kernel {what} {path}: it is writable by group or others "
                                f"(mode {stat.S_IMODE(st.st_mode):o}), so they could plant code that runs in your "
-                               f"process. Fix with: chmod go-w {path}")
+                               f"process. " + (f"Point MS_OPTIM_CACHE_DIR at a directory of your own (mkdir -m 700 "
+                                               f"DIR), or, if only you use it, chmod go-w {path}" if what == "directory"
+                                               else f"Fix with: chmod go-w {path}"))
 
 
 def _check_directory(directory):
@@ -176,15 +178,17 @@ def _check_directory(directory):
     _check_owner_and_mode(directory, st, "directory")
 
 
-def verify_library(path):
+def verify_library(path, check_owner=True):
     """Raises KernelBuildError unless ``path`` is a regular file (not a symlink) owned by this user or root,
-    writable by no one else, whose size and SHA-256 are those recorded when it was built."""
+    writable by no one else, whose size and SHA-256 are those recorded when it was built. ``check_owner=False``
+    (the installed library) skips the owner and mode rules, not the rest."""
     try:
         st = os.lstat(path)
         if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
             raise KernelBuildError(f"refusing the ms_optim kernel library {path}: it is not a regular file "
                                    f"(a symlink or a special file). Remove it; it will be rebuilt.")
-        _check_owner_and_mode(path, st, "library")
+        if check_owner:
+            _check_owner_and_mode(path, st, "library")
         key = (st.st_ino, st.st_size, st.st_mtime_ns)
         if _verified.get(path) == key:
             return path
@@ -192,7 +196,8 @@ def verify_library(path):
         mst = os.lstat(manifest)
         if stat.S_ISLNK(mst.st_mode) or not stat.S_ISREG(mst.st_mode):
             raise KernelBuildError(f"refusing {manifest}: not a regular file")
-        _check_owner_and_mode(manifest, mst, "manifest")
+        if check_owner:
+            _check_owner_and_mode(manifest, mst, "manifest")
         with open(manifest, encoding="utf-8") as f:
             recorded = json.load(f)
         size, sha = _file_digest(path)
@@ -225,8 +230,10 @@ def locate_library(family):
     installed = os.path.join(PACKAGE_LIB_DIR, name)
     try:
         if os.path.lexists(installed):
-            _check_directory(PACKAGE_LIB_DIR)
-            return verify_library(installed)
+            # The installed library is trusted as the package's own .py files are (whoever can write one can
+            # write the other), so their owner and mode are not checked: pip gives them the installing user's
+            # umask (group-writable under the common umask 002). It is still verified against its manifest.
+            return verify_library(installed, check_owner=False)
         return _cached_library(family, name)
     except KernelBuildError as err:
         if not os.path.lexists(installed):

@@ -373,7 +373,8 @@ namespace ms_optim {
   std::string message = std::string("ms_optim kernel '") + symbol + "' refused its inputs (" + StatusName(code) +
                         ", code " + std::to_string(code) + ")";
   if (!LastError().empty()) message += ": " + LastError();
-  throw std::runtime_error(message + "; nothing was written.");
+  throw std::runtime_error(message + "; this call wrote nothing (parameters updated earlier in the same step keep "
+                                     "their update).");
 }
 }  // namespace ms_optim
 
