@@ -16,7 +16,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-#define MS_OPTIM_AVX2_ENCODE 1
+#define MS_OPTIM_AVX2 1
 #endif
 
 namespace ms_optim {
@@ -80,52 +80,9 @@ int Adagrad32Kernel(int nparam, void **params, int *ndims, int64_t **shapes, con
 
 // ---- 8-bit state
 
-
-#ifdef MS_OPTIM_AVX2_ENCODE
-// quant8::Encode(bin, s[j] / scale) for 8 values, with AVX2: the compiler does not vectorize the table read (a
-// gather) and the byte store of the scalar form, and re-quantizing is the costliest part of an 8-bit step.
-__attribute__((target("avx2"))) inline __m256i Encode8Avx2(const float *s, __m256 scale, const uint32_t *bin) {
-  const __m256i mask = _mm256_set1_epi32(0xFFFF);
-  const __m256i bits = _mm256_castps_si256(_mm256_div_ps(_mm256_loadu_ps(s), scale));
-  const __m256i entry = _mm256_i32gather_epi32(reinterpret_cast<const int *>(bin), _mm256_srli_epi32(bits, 16), 4);
-  const __m256i order = _mm256_and_si256(_mm256_xor_si256(bits, _mm256_srai_epi32(bits, 31)), mask);  // BinOrder
-  const __m256i above = _mm256_cmpgt_epi32(order, _mm256_and_si256(entry, mask));  // -1 where above the threshold
-  return _mm256_sub_epi32(_mm256_srli_epi32(entry, 16), above);
-}
-
-// A whole block (kBlock values, a multiple of 32).
-__attribute__((target("avx2"))) void EncodeBlockAvx2(const float *s, float scale, uint8_t *q, const uint32_t *bin) {
-  const __m256 vscale = _mm256_set1_ps(scale);
-  const __m256i lane_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);  // undo the per-lane packing
-  for (int64_t j = 0; j < kBlock; j += 32) {
-    const __m256i ab = _mm256_packus_epi32(Encode8Avx2(s + j, vscale, bin), Encode8Avx2(s + j + 8, vscale, bin));
-    const __m256i cd = _mm256_packus_epi32(Encode8Avx2(s + j + 16, vscale, bin), Encode8Avx2(s + j + 24, vscale, bin));
-    _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + j),
-                        _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), lane_order));
-  }
-}
-
-inline bool HasAvx2() {
-  static const bool has = __builtin_cpu_supports("avx2");
-  return has;
-}
-#endif
-
 // q[j] = the code of x[j] / scale for j < len (kZeroCode when scale is not above 0): the one re-quantizing loop of
 // the kernels and of MsOptimQuant8Quantize (so the tests of the quantizer run it too).
-void EncodeBlock(const float *x, int64_t len, float scale, uint8_t *q, const quant8::Tables &t) {
-  if (!(scale > 0.0f)) {
-    for (int64_t j = 0; j < len; ++j) q[j] = static_cast<uint8_t>(quant8::kZeroCode);
-    return;
-  }
-#ifdef MS_OPTIM_AVX2_ENCODE
-  if (len == kBlock && HasAvx2()) {
-    EncodeBlockAvx2(x, scale, q, t.bin);
-    return;
-  }
-#endif
-  for (int64_t j = 0; j < len; ++j) q[j] = quant8::Encode(t.bin, x[j] / scale);
-}
+void EncodeBlock(const float *x, int64_t len, float scale, uint8_t *q, const quant8::Tables &t);
 
 // One block of up to 256 elements [begin, begin + len), in loops over a block-sized buffer that each vectorize:
 // dequantize (a gather from the table), update p and s, absmax (an integer max of the bits), re-quantize
@@ -159,10 +116,235 @@ MS_OPTIM_SIMD_CLONES float Block8F32(int64_t begin, int64_t len, float *p, uint8
   return Block8(begin, len, p, q, absmax, g, k, t, encode_absmax, write);
 }
 
+#ifdef MS_OPTIM_AVX2
+// ---- AVX2 specializations of the 8-bit block (x86-64, chosen at run time): the same operations in the same
+// order as Decode / AdagradStep / AbsBitsMax / Encode, 8 elements at a time, so the results are those of the
+// scalar definitions bit for bit (IEEE multiply, add, divide and square root round the same in every lane; no
+// FMA). The compiler does not vectorize the table reads (gathers) and the byte stores of the scalar forms, and
+// the 8-bit step is bound by the divider (two divisions and a square root per element): so
+//   - dequantize, update and absmax run in one pass over the block (the sums go to a block buffer in L1),
+//   - re-quantizing does not divide: it multiplies by r = 1 / absmax (one division per block), which puts
+//     x * r within a few units in the last place of the true quotient x / absmax; the code of x * r is the code of
+//     x / absmax unless a threshold lies within kMargin float32 patterns of x * r, which the table below makes a
+//     one-comparison test (true for about 1 value in 4000 at most); only then are those 8 values divided.
+namespace avx2 {
+
+// x * r with r = RN(1 / a) against RN(x / a): |x*r - x/a| <= (2u + u^2)|x/a| and |RN(x/a) - x/a| <= u|x/a|
+// (u = 2^-24), together under 3 units in the last place of x / a, at most 6 float32 patterns apart across a power
+// of 2 (subnormal results: under 2); kMargin leaves room. Valid while r is a normal number and x * r does not
+// overflow: the block's scale must lie in [2^-125, 2^125] (else every value is divided) and bins at or above
+// 2^64 are flagged (|x / scale| <= 1 in the kernels; any float is still encoded exactly).
+constexpr int kMargin = 8;
+constexpr uint32_t kFlag = 0x80000000u;  // in a ShortcutBins entry: the shortcut is not decided in this bin
+constexpr float kMinScale = 0x1p-125f, kMaxScale = 0x1p125f;
+
+// A float32's position in value order as an unsigned integer (-NaN < -inf < ... < -0 < +0 < ... < +inf < NaN).
+inline uint32_t ValueKey(uint32_t bits) { return (bits & 0x80000000u) ? ~bits : bits | 0x80000000u; }
+inline uint32_t KeyBits(uint32_t key) { return (key & 0x80000000u) ? key & 0x7FFFFFFFu : ~key; }
+
+// The bin table of the shortcut: for each bin, (code << 16) | offset such that the code of x * r is
+// code + (BinOrder(x * r) > offset) wherever the shortcut is decided, which is wherever
+// |BinOrder(x * r) - offset| > kMargin and kFlag is not set. Mostly quant8's own entry (the code of the bin's lowest
+// value, the offset of the threshold inside the bin or 0xFFFF). Near the ends of a bin the code may change just
+// across, in the neighbouring bin: at the upper end an entry without a threshold inside already leaves the last
+// kMargin offsets undecided; at the lower end such an entry becomes (code - 1, offset 0), which decides the same
+// codes everywhere but the first kMargin + 1 offsets. A threshold inside near the end where the change is covers
+// it too; any other bin (a threshold inside away from a nearby change across an end, or changes near both ends)
+// is flagged, as are the bins of NaN, the infinities and values >= 2^64.
+inline const uint32_t *ShortcutBins(const quant8::Tables &t) {
+  static const uint32_t *bins = [&t] {
+    auto *b = new uint32_t[1 << 16];
+    auto code_at = [&t](uint32_t key) { return quant8::Encode(t.bin, quant8::BitsFloat(KeyBits(key))); };
+    // does the code change within kMargin value-order patterns of `key`?
+    auto changes_near = [&](uint32_t key) {
+      const uint8_t c = code_at(key);
+      for (uint32_t d = key - kMargin; d != key + kMargin + 1; ++d) {
+        if (code_at(d) != c) return true;
+      }
+      return false;
+    };
+    for (uint32_t key = 0; key < (1u << 16); ++key) {
+      const uint32_t entry = t.bin[key], offset = entry & 0xFFFFu;
+      const uint32_t k0 = ValueKey(key << 16), k1 = ValueKey((key << 16) | 0xFFFFu);
+      const uint32_t lowest = std::min(k0, k1), highest = std::max(k0, k1);  // value-order keys of the bin's ends
+      uint32_t out = entry;
+      if (((key >> 7) & 0xFFu) >= 127u + 64u) {
+        out = kFlag;
+      } else {
+        const bool low = changes_near(lowest), high = changes_near(highest);
+        const bool inside = offset != 0xFFFFu;
+        if (low && high) {
+          out = kFlag;
+        } else if (low) {
+          if (!inside) {
+            out = ((entry >> 16) - 1u) << 16;  // code >= 1: the code changes below the bin's lowest value
+          } else if (offset >= kMargin) {
+            out = kFlag;
+          }
+        } else if (high && inside && offset <= 0xFFFFu - kMargin) {
+          out = kFlag;
+        }
+      }
+      b[key] = out;
+    }
+    return b;
+  }();
+  return bins;
+}
+
+// table[idx[i]] for 8 indices.
+#ifndef MS_OPTIM_LOOKUP
+#define MS_OPTIM_LOOKUP 2
+#endif
+__attribute__((target("avx2"))) inline __m256i Lookup8(const uint32_t *table, __m256i idx) {
+#if MS_OPTIM_LOOKUP == 0
+  return _mm256_i32gather_epi32(reinterpret_cast<const int *>(table), idx, 4);
+#elif MS_OPTIM_LOOKUP == 1
+  alignas(32) uint32_t i[8];
+  _mm256_store_si256(reinterpret_cast<__m256i *>(i), idx);
+  return _mm256_setr_epi32(table[i[0]], table[i[1]], table[i[2]], table[i[3]], table[i[4]], table[i[5]],
+                           table[i[6]], table[i[7]]);
+#else
+  const __m128i lo = _mm256_castsi256_si128(idx), hi = _mm256_extracti128_si256(idx, 1);
+  const uint64_t a = static_cast<uint64_t>(_mm_cvtsi128_si64(lo)), b = static_cast<uint64_t>(_mm_extract_epi64(lo, 1));
+  const uint64_t c = static_cast<uint64_t>(_mm_cvtsi128_si64(hi)), d = static_cast<uint64_t>(_mm_extract_epi64(hi, 1));
+  return _mm256_setr_epi32(table[static_cast<uint32_t>(a)], table[a >> 32], table[static_cast<uint32_t>(b)],
+                           table[b >> 32], table[static_cast<uint32_t>(c)], table[c >> 32],
+                           table[static_cast<uint32_t>(d)], table[d >> 32]);
+#endif
+}
+
+// quant8::Encode for the 8 values whose float32 bits are `bits`, with a bin table (quant8 or ShortcutBins).
+// *entry_out: the table entries (for the shortcut's test).
+__attribute__((target("avx2"))) inline __m256i EncodeBits8(__m256i bits, const uint32_t *bin, __m256i *entry_out,
+                                                         __m256i *order_out) {
+  const __m256i mask = _mm256_set1_epi32(0xFFFF);
+  const __m256i entry = Lookup8(bin, _mm256_srli_epi32(bits, 16));
+  const __m256i order = _mm256_and_si256(_mm256_xor_si256(bits, _mm256_srai_epi32(bits, 31)), mask);  // BinOrder
+  const __m256i above = _mm256_cmpgt_epi32(order, _mm256_and_si256(entry, mask));  // -1 where above the threshold
+  *entry_out = entry;
+  *order_out = order;
+  return _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(entry, 16), _mm256_set1_epi32(0xFF)), above);
+}
+
+// Codes of x / scale for 8 values, dividing.
+__attribute__((target("avx2"))) inline __m256i EncodeDiv8(const float *x, __m256 scale, const uint32_t *bin) {
+  __m256i entry, order;
+  return EncodeBits8(_mm256_castps_si256(_mm256_div_ps(_mm256_loadu_ps(x), scale)), bin, &entry, &order);
+}
+
+// Codes of x / scale for 8 values through x * r (r = 1 / scale), dividing only where the shortcut is undecided.
+__attribute__((target("avx2"))) inline __m256i EncodeRcp8(const float *x, __m256 r, __m256 scale,
+                                                        const uint32_t *fast, const uint32_t *bin) {
+  __m256i entry, order;
+  const __m256i code = EncodeBits8(_mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x), r)), fast, &entry, &order);
+  // undecided: the threshold offset within kMargin of the value's (as unsigned: 0 <= order - offset + m <= 2m),
+  // or a flagged bin
+  const __m256i d = _mm256_add_epi32(_mm256_sub_epi32(order, _mm256_and_si256(entry, _mm256_set1_epi32(0xFFFF))),
+                                     _mm256_set1_epi32(kMargin));
+  const __m256i near = _mm256_cmpeq_epi32(_mm256_min_epu32(d, _mm256_set1_epi32(2 * kMargin)), d);
+  const __m256i undecided = _mm256_or_si256(near, _mm256_srai_epi32(entry, 31));
+  if (__builtin_expect(_mm256_testz_si256(undecided, undecided), 1)) return code;
+  return EncodeDiv8(x, scale, bin);
+}
+
+// Stores 4 x 8 codes (each in [0, 255]) as 32 bytes.
+__attribute__((target("avx2"))) inline void Store32(uint8_t *q, __m256i a, __m256i b, __m256i c, __m256i d) {
+  const __m256i lane_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);  // undo the per-lane packing
+  const __m256i ab = _mm256_packus_epi32(a, b), cd = _mm256_packus_epi32(c, d);
+  _mm256_storeu_si256(reinterpret_cast<__m256i *>(q),
+                      _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), lane_order));
+}
+
+// A whole block (kBlock values, a multiple of 32) with scale > 0.
+__attribute__((target("avx2"))) void EncodeBlock(const float *x, float scale, uint8_t *q, const quant8::Tables &t) {
+  const __m256 vscale = _mm256_set1_ps(scale);
+  const uint32_t *bin = t.bin;
+  if (scale >= kMinScale && scale <= kMaxScale) {
+    const __m256 r = _mm256_set1_ps(1.0f / scale);
+    const uint32_t *fast = ShortcutBins(t);
+    for (int64_t j = 0; j < kBlock; j += 32) {
+      Store32(q + j, EncodeRcp8(x + j, r, vscale, fast, bin), EncodeRcp8(x + j + 8, r, vscale, fast, bin),
+              EncodeRcp8(x + j + 16, r, vscale, fast, bin), EncodeRcp8(x + j + 24, r, vscale, fast, bin));
+    }
+  } else {
+    for (int64_t j = 0; j < kBlock; j += 32) {
+      Store32(q + j, EncodeDiv8(x + j, vscale, bin), EncodeDiv8(x + j + 8, vscale, bin),
+              EncodeDiv8(x + j + 16, vscale, bin), EncodeDiv8(x + j + 24, vscale, bin));
+    }
+  }
+}
+
+// Decode, AdagradStep and AbsBitsMax over a whole float32 block: p updated in place (when kWrite), the new sums in
+// s[0, kBlock); returns their absmax.
+template <bool kWrite>
+__attribute__((target("avx2"))) float Update(const uint8_t *qb, float absmax, float *p, const float *g,
+                                             const AdagradScalars &k, const float *code, float *s) {
+  const __m256 vabs = _mm256_set1_ps(absmax), lr = _mm256_set1_ps(k.lr), gs = _mm256_set1_ps(k.gnorm_scale),
+               wd = _mm256_set1_ps(k.weight_decay), eps = _mm256_set1_ps(k.eps);
+  const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF);
+  __m256i amax = _mm256_setzero_si256();
+  for (int64_t j = 0; j < kBlock; j += 8) {
+    uint64_t c;
+    std::memcpy(&c, qb + j, sizeof(c));
+    const __m256 old = _mm256_setr_ps(code[c & 0xFF], code[(c >> 8) & 0xFF], code[(c >> 16) & 0xFF],
+                                      code[(c >> 24) & 0xFF], code[(c >> 32) & 0xFF], code[(c >> 40) & 0xFF],
+                                      code[(c >> 48) & 0xFF], code[c >> 56]);
+    __m256 sj = _mm256_mul_ps(old, vabs);                                           // Decode
+    __m256 pj = _mm256_loadu_ps(p + j);
+    const __m256 gj = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(g + j), gs), _mm256_mul_ps(wd, pj));
+    sj = _mm256_add_ps(sj, _mm256_mul_ps(gj, gj));
+    pj = _mm256_sub_ps(pj, _mm256_mul_ps(lr, _mm256_div_ps(gj, _mm256_add_ps(_mm256_sqrt_ps(sj), eps))));
+    if (kWrite) _mm256_storeu_ps(p + j, pj);
+    _mm256_store_ps(s + j, sj);
+    amax = _mm256_max_epu32(amax, _mm256_and_si256(_mm256_castps_si256(sj), abs_mask));  // AbsBitsMax
+  }
+  __m128i m = _mm_max_epu32(_mm256_castsi256_si128(amax), _mm256_extracti128_si256(amax, 1));
+  m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4E));
+  m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0xB1));
+  return quant8::BitsFloat(static_cast<uint32_t>(_mm_cvtsi128_si32(m)));
+}
+
+// Block8 for a whole float32 block.
+__attribute__((target("avx2"))) float Block8(int64_t begin, float *p, uint8_t *q, float absmax, const float *g,
+                                             const AdagradScalars &k, const quant8::Tables &t,
+                                             float encode_absmax, bool write) {
+  alignas(32) float s[kBlock];
+  if (!write) return Update<false>(q + begin, absmax, p + begin, g + begin, k, t.code, s);
+  const float amax = Update<true>(q + begin, absmax, p + begin, g + begin, k, t.code, s);
+  ms_optim::EncodeBlock(s, kBlock, encode_absmax >= 0.0f ? encode_absmax : amax, q + begin, t);
+  return amax;
+}
+
+}  // namespace avx2
+
+inline bool HasAvx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+#endif
+
+void EncodeBlock(const float *x, int64_t len, float scale, uint8_t *q, const quant8::Tables &t) {
+  if (!(scale > 0.0f)) {
+    for (int64_t j = 0; j < len; ++j) q[j] = static_cast<uint8_t>(quant8::kZeroCode);
+    return;
+  }
+#ifdef MS_OPTIM_AVX2
+  if (len == kBlock && HasAvx2()) {
+    avx2::EncodeBlock(x, scale, q, t);
+    return;
+  }
+#endif
+  for (int64_t j = 0; j < len; ++j) q[j] = quant8::Encode(t.bin, x[j] / scale);
+}
+
 template <typename P>
 inline float Block8Any(int64_t begin, int64_t len, P *p, uint8_t *q, float absmax, const P *g,
                        const AdagradScalars &k, const quant8::Tables &t, float encode_absmax, bool write) {
   if constexpr (std::is_same_v<P, float>) {
+#ifdef MS_OPTIM_AVX2
+    if (len == kBlock && HasAvx2()) return avx2::Block8(begin, p, q, absmax, g, k, t, encode_absmax, write);
+#endif
     return Block8F32(begin, len, p, q, absmax, g, k, t, encode_absmax, write);
   } else {
     return Block8(begin, len, p, q, absmax, g, k, t, encode_absmax, write);
