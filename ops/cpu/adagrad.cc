@@ -275,45 +275,102 @@ __attribute__((target("avx2"))) void EncodeBlock(const float *x, float scale, ui
   }
 }
 
-// Decode, AdagradStep and AbsBitsMax over a whole float32 block: p updated in place (when kWrite), the new sums in
-// s[0, kBlock); returns their absmax.
+// The broadcast scalars of AdagradStep and a block's dequantizing absmax.
+struct Step8 {
+  __m256 absmax, lr, gs, wd, eps;
+};
+
+__attribute__((target("avx2"))) inline Step8 MakeStep8(float absmax, const AdagradScalars &k) {
+  return Step8{_mm256_set1_ps(absmax), _mm256_set1_ps(k.lr), _mm256_set1_ps(k.gnorm_scale),
+               _mm256_set1_ps(k.weight_decay), _mm256_set1_ps(k.eps)};
+}
+
+// Decode, AdagradStep and AbsBitsMax for 8 elements: p updated in place (when kWrite), the new sums to s,
+// their |bits| folded into amax.
 template <bool kWrite>
-__attribute__((target("avx2"))) float Update(const uint8_t *qb, float absmax, float *p, const float *g,
-                                             const AdagradScalars &k, const float *code, float *s) {
-  const __m256 vabs = _mm256_set1_ps(absmax), lr = _mm256_set1_ps(k.lr), gs = _mm256_set1_ps(k.gnorm_scale),
-               wd = _mm256_set1_ps(k.weight_decay), eps = _mm256_set1_ps(k.eps);
-  const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF);
-  __m256i amax = _mm256_setzero_si256();
-  for (int64_t j = 0; j < kBlock; j += 8) {
-    uint64_t c;
-    std::memcpy(&c, qb + j, sizeof(c));
-    const __m256 old = _mm256_setr_ps(code[c & 0xFF], code[(c >> 8) & 0xFF], code[(c >> 16) & 0xFF],
-                                      code[(c >> 24) & 0xFF], code[(c >> 32) & 0xFF], code[(c >> 40) & 0xFF],
-                                      code[(c >> 48) & 0xFF], code[c >> 56]);
-    __m256 sj = _mm256_mul_ps(old, vabs);                                           // Decode
-    __m256 pj = _mm256_loadu_ps(p + j);
-    const __m256 gj = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(g + j), gs), _mm256_mul_ps(wd, pj));
-    sj = _mm256_add_ps(sj, _mm256_mul_ps(gj, gj));
-    pj = _mm256_sub_ps(pj, _mm256_mul_ps(lr, _mm256_div_ps(gj, _mm256_add_ps(_mm256_sqrt_ps(sj), eps))));
-    if (kWrite) _mm256_storeu_ps(p + j, pj);
-    _mm256_store_ps(s + j, sj);
-    amax = _mm256_max_epu32(amax, _mm256_and_si256(_mm256_castps_si256(sj), abs_mask));  // AbsBitsMax
-  }
+__attribute__((target("avx2"))) inline void Update8(const uint8_t *qb, float *p, const float *g, const Step8 &k,
+                                                    const float *code, float *s, __m256i *amax) {
+  uint64_t c;
+  std::memcpy(&c, qb, sizeof(c));
+  const __m256 old = _mm256_setr_ps(code[c & 0xFF], code[(c >> 8) & 0xFF], code[(c >> 16) & 0xFF],
+                                    code[(c >> 24) & 0xFF], code[(c >> 32) & 0xFF], code[(c >> 40) & 0xFF],
+                                    code[(c >> 48) & 0xFF], code[c >> 56]);
+  __m256 sj = _mm256_mul_ps(old, k.absmax);                                         // Decode
+  __m256 pj = _mm256_loadu_ps(p);
+  const __m256 gj = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(g), k.gs), _mm256_mul_ps(k.wd, pj));
+  sj = _mm256_add_ps(sj, _mm256_mul_ps(gj, gj));
+  pj = _mm256_sub_ps(pj, _mm256_mul_ps(k.lr, _mm256_div_ps(gj, _mm256_add_ps(_mm256_sqrt_ps(sj), k.eps))));
+  if (kWrite) _mm256_storeu_ps(p, pj);
+  _mm256_store_ps(s, sj);
+  *amax = _mm256_max_epu32(*amax, _mm256_and_si256(_mm256_castps_si256(sj), _mm256_set1_epi32(0x7FFFFFFF)));
+}
+
+__attribute__((target("avx2"))) inline float MaxBits(__m256i amax) {
   __m128i m = _mm_max_epu32(_mm256_castsi256_si128(amax), _mm256_extracti128_si256(amax, 1));
   m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4E));
   m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0xB1));
   return quant8::BitsFloat(static_cast<uint32_t>(_mm_cvtsi128_si32(m)));
 }
 
-// Block8 for a whole float32 block.
-__attribute__((target("avx2"))) float Block8(int64_t begin, float *p, uint8_t *q, float absmax, const float *g,
-                                             const AdagradScalars &k, const quant8::Tables &t,
-                                             float encode_absmax, bool write) {
-  alignas(32) float s[kBlock];
-  if (!write) return Update<false>(q + begin, absmax, p + begin, g + begin, k, t.code, s);
-  const float amax = Update<true>(q + begin, absmax, p + begin, g + begin, k, t.code, s);
-  ms_optim::EncodeBlock(s, kBlock, encode_absmax >= 0.0f ? encode_absmax : amax, q + begin, t);
-  return amax;
+// Decode, AdagradStep and AbsBitsMax over a whole float32 block: p updated in place (when kWrite), the new sums in
+// s[0, kBlock); returns their absmax.
+template <bool kWrite>
+__attribute__((target("avx2"))) float Update(const uint8_t *qb, float absmax, float *p, const float *g,
+                                             const AdagradScalars &k, const float *code, float *s) {
+  const Step8 k8 = MakeStep8(absmax, k);
+  __m256i amax = _mm256_setzero_si256();
+  for (int64_t j = 0; j < kBlock; j += 8) Update8<kWrite>(qb + j, p + j, g + j, k8, code, s + j, &amax);
+  return MaxBits(amax);
+}
+
+// As Update (writing), while re-quantizing the previous block: the codes of x[0, kBlock) / scale to xq, through
+// x * r (r = 1 / scale, scale in [kMinScale, kMaxScale]). The two interleaved keep the divider (the update) and
+// the load and integer units (the table reads of both) busy together.
+__attribute__((target("avx2"))) float UpdateEncode(const uint8_t *qb, float absmax, float *p, const float *g,
+                                                   const AdagradScalars &k, const quant8::Tables &t, float *s,
+                                                   const float *x, float scale, uint8_t *xq) {
+  const Step8 k8 = MakeStep8(absmax, k);
+  const __m256 vscale = _mm256_set1_ps(scale), r = _mm256_set1_ps(1.0f / scale);
+  const uint32_t *fast = ShortcutBins(t), *bin = t.bin;
+  __m256i amax = _mm256_setzero_si256();
+  for (int64_t j = 0; j < kBlock; j += 32) {
+    Update8<true>(qb + j, p + j, g + j, k8, t.code, s + j, &amax);
+    const __m256i c0 = EncodeRcp8(x + j, r, vscale, fast, bin);
+    Update8<true>(qb + j + 8, p + j + 8, g + j + 8, k8, t.code, s + j + 8, &amax);
+    const __m256i c1 = EncodeRcp8(x + j + 8, r, vscale, fast, bin);
+    Update8<true>(qb + j + 16, p + j + 16, g + j + 16, k8, t.code, s + j + 16, &amax);
+    const __m256i c2 = EncodeRcp8(x + j + 16, r, vscale, fast, bin);
+    Update8<true>(qb + j + 24, p + j + 24, g + j + 24, k8, t.code, s + j + 24, &amax);
+    const __m256i c3 = EncodeRcp8(x + j + 24, r, vscale, fast, bin);
+    Store32(xq + j, c0, c1, c2, c3);
+  }
+  return MaxBits(amax);
+}
+
+// Blocks [b0, b1) of a float32 tensor, all whole, updated and re-quantized: block b's update runs together with
+// block b - 1's re-quantizing (UpdateEncode). Block-wise (encode_absmax < 0): each block dequantizes with
+// absmax[b], which then gets the block's new absmax, the one its codes use. Tensor-wise: every block dequantizes
+// with `tensor_absmax` and re-quantizes with encode_absmax; absmax is not touched.
+__attribute__((target("avx2"))) void Blocks(int64_t b0, int64_t b1, float *p, uint8_t *q, float *absmax,
+                                            const float *g, const AdagradScalars &k, const quant8::Tables &t,
+                                            float tensor_absmax, float encode_absmax) {
+  alignas(32) float buf[2][kBlock];
+  float prev_scale = 0.0f;
+  for (int64_t b = b0; b < b1; ++b) {
+    float *s = buf[b & 1], *prev = buf[(b - 1) & 1];
+    const int64_t begin = b * kBlock;
+    const float old = encode_absmax >= 0.0f ? tensor_absmax : absmax[b];
+    float amax;
+    if (b > b0 && prev_scale >= kMinScale && prev_scale <= kMaxScale) {
+      amax = UpdateEncode(q + begin, old, p + begin, g + begin, k, t, s, prev, prev_scale, q + begin - kBlock);
+    } else {
+      if (b > b0) ms_optim::EncodeBlock(prev, kBlock, prev_scale, q + begin - kBlock, t);
+      amax = Update<true>(q + begin, old, p + begin, g + begin, k, t.code, s);
+    }
+    if (encode_absmax < 0.0f) absmax[b] = amax;
+    prev_scale = encode_absmax >= 0.0f ? encode_absmax : amax;
+  }
+  if (b1 > b0) ms_optim::EncodeBlock(buf[(b1 - 1) & 1], kBlock, prev_scale, q + (b1 - 1) * kBlock, t);
 }
 
 }  // namespace avx2
@@ -343,7 +400,10 @@ inline float Block8Any(int64_t begin, int64_t len, P *p, uint8_t *q, float absma
                        const AdagradScalars &k, const quant8::Tables &t, float encode_absmax, bool write) {
   if constexpr (std::is_same_v<P, float>) {
 #ifdef MS_OPTIM_AVX2
-    if (len == kBlock && HasAvx2()) return avx2::Block8(begin, p, q, absmax, g, k, t, encode_absmax, write);
+    if (len == kBlock && !write && HasAvx2()) {
+      alignas(32) float s[kBlock];
+      return avx2::Update<false>(q + begin, absmax, p + begin, g + begin, k, t.code, s);
+    }
 #endif
     return Block8F32(begin, len, p, q, absmax, g, k, t, encode_absmax, write);
   } else {
@@ -351,16 +411,36 @@ inline float Block8Any(int64_t begin, int64_t len, P *p, uint8_t *q, float absma
   }
 }
 
+// Blocks [b0, b1) updated and re-quantized. Block-wise (encode_absmax < 0): block b dequantizes with absmax[b],
+// which gets its new absmax. Tensor-wise: dequantize with tensor_absmax, re-quantize with encode_absmax.
+template <typename P>
+void UpdateBlocks(int64_t n, int64_t b0, int64_t b1, P *p, uint8_t *q, float *absmax, const P *g,
+                  const AdagradScalars &k, const quant8::Tables &t, float tensor_absmax, float encode_absmax) {
+#ifdef MS_OPTIM_AVX2
+  if constexpr (std::is_same_v<P, float>) {
+    const int64_t whole = std::min(b1, n / kBlock);  // the last block may be partial
+    if (whole > b0 && HasAvx2()) {
+      avx2::Blocks(b0, whole, p, q, absmax, g, k, t, tensor_absmax, encode_absmax);
+      b0 = whole;
+    }
+  }
+#endif
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t begin = b * kBlock, len = std::min(n - begin, kBlock);
+    if (encode_absmax >= 0.0f) {
+      Block8Any(begin, len, p, q, tensor_absmax, g, k, t, encode_absmax, true);
+    } else {
+      absmax[b] = Block8Any(begin, len, p, q, absmax[b], g, k, t, -1.0f, true);
+    }
+  }
+}
+
 template <typename P>
 void Adagrad8Blockwise(int64_t n, P *p, uint8_t *q, float *absmax, const P *g, const AdagradScalars &k,
                        const quant8::Tables &t) {
   const int64_t blocks = (n + kBlock - 1) / kBlock;
-  ParallelFor(blocks, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t begin = b * kBlock;
-      absmax[b] = Block8Any(begin, std::min(n - begin, kBlock), p, q, absmax[b], g, k, t, -1.0f, true);
-    }
-  }, std::max<int64_t>(1, kMinElementsPerThread / kBlock), 1);
+  ParallelFor(blocks, [&](int64_t b0, int64_t b1) { UpdateBlocks(n, b0, b1, p, q, absmax, g, k, t, 0.0f, -1.0f); },
+              std::max<int64_t>(1, kMinElementsPerThread / kBlock), 1);
 }
 
 // One absmax for the tensor: a first pass computes the new sums without writing, for their absmax (per-block
@@ -381,12 +461,8 @@ void Adagrad8Tensorwise(int64_t n, P *p, uint8_t *q, float *absmax, const P *g, 
   uint32_t amax_bits = 0;
   for (float m : maxima) amax_bits = quant8::AbsBitsMax(amax_bits, m);
   const float amax = quant8::BitsFloat(amax_bits);
-  ParallelFor(blocks, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t begin = b * kBlock;
-      Block8Any(begin, std::min(n - begin, kBlock), p, q, old, g, k, t, amax, true);
-    }
-  }, min_blocks, 1);
+  ParallelFor(blocks, [&](int64_t b0, int64_t b1) { UpdateBlocks(n, b0, b1, p, q, absmax, g, k, t, old, amax); },
+              min_blocks, 1);
   absmax[0] = amax;
 }
 
