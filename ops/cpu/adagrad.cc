@@ -142,15 +142,20 @@ constexpr float kMinScale = 0x1p-125f, kMaxScale = 0x1p125f;
 inline uint32_t ValueKey(uint32_t bits) { return (bits & 0x80000000u) ? ~bits : bits | 0x80000000u; }
 inline uint32_t KeyBits(uint32_t key) { return (key & 0x80000000u) ? key & 0x7FFFFFFFu : ~key; }
 
-// The bin table of the shortcut: for each bin, (code << 16) | offset such that the code of x * r is
+// The bin table of the shortcut. For each bin, first: (code, offset) such that the code of x * r is
 // code + (BinOrder(x * r) > offset) wherever the shortcut is decided, which is wherever
-// |BinOrder(x * r) - offset| > kMargin and kFlag is not set. Mostly quant8's own entry (the code of the bin's lowest
-// value, the offset of the threshold inside the bin or 0xFFFF). Near the ends of a bin the code may change just
-// across, in the neighbouring bin: at the upper end an entry without a threshold inside already leaves the last
-// kMargin offsets undecided; at the lower end such an entry becomes (code - 1, offset 0), which decides the same
-// codes everywhere but the first kMargin + 1 offsets. A threshold inside near the end where the change is covers
-// it too; any other bin (a threshold inside away from a nearby change across an end, or changes near both ends)
-// is flagged, as are the bins of NaN, the infinities and values >= 2^64.
+// |BinOrder(x * r) - offset| > kMargin and the bin is not flagged. Mostly quant8's own entry (the code of the bin's
+// lowest value, the offset of the threshold inside the bin or 0xFFFF). Near the ends of a bin the code may change
+// just across, in the neighbouring bin: at the upper end an entry without a threshold inside already leaves the
+// last kMargin offsets undecided; at the lower end such an entry becomes (code - 1, offset 0), which decides the
+// same codes everywhere but the first kMargin + 1 offsets. A threshold inside near the end where the change is
+// covers it too; any other bin (a threshold inside away from a nearby change across an end, or changes near both
+// ends) is flagged, as are the bins of NaN, the infinities and values >= 2^64.
+// Then the entry is stored as E = ((code - h) << 16) + (0xFFFF - offset) (mod 2^32), h being the top 16 bits of
+// the bin's values after the BinOrder flip (key, or key ^ 0xFFFF for negative numbers): for x * r of that bin,
+// v = (bits ^ (bits >> 31, arithmetic)) + E = (code << 16) + BinOrder + 0xFFFF - offset, so v >> 16 is the code
+// and the low 16 bits of v tell how far the value is from the offset (EncodeRcp8). A flagged bin gets
+// E = (0x8000 - h) << 16: bit 31 of v set.
 inline const uint32_t *ShortcutBins(const quant8::Tables &t) {
   static const uint32_t *bins = [&t] {
     auto *b = new uint32_t[1 << 16];
@@ -164,87 +169,69 @@ inline const uint32_t *ShortcutBins(const quant8::Tables &t) {
       return false;
     };
     for (uint32_t key = 0; key < (1u << 16); ++key) {
-      const uint32_t entry = t.bin[key], offset = entry & 0xFFFFu;
-      const uint32_t k0 = ValueKey(key << 16), k1 = ValueKey((key << 16) | 0xFFFFu);
-      const uint32_t lowest = std::min(k0, k1), highest = std::max(k0, k1);  // value-order keys of the bin's ends
-      uint32_t out = entry;
-      if (((key >> 7) & 0xFFu) >= 127u + 64u) {
-        out = kFlag;
-      } else {
-        const bool low = changes_near(lowest), high = changes_near(highest);
+      const uint32_t entry = t.bin[key];
+      uint32_t code = entry >> 16, offset = entry & 0xFFFFu;
+      bool flag = ((key >> 7) & 0xFFu) >= 127u + 64u;
+      if (!flag) {
+        const uint32_t k0 = ValueKey(key << 16), k1 = ValueKey((key << 16) | 0xFFFFu);
+        const bool low = changes_near(std::min(k0, k1)), high = changes_near(std::max(k0, k1));  // the bin's ends
         const bool inside = offset != 0xFFFFu;
         if (low && high) {
-          out = kFlag;
+          flag = true;
         } else if (low) {
           if (!inside) {
-            out = ((entry >> 16) - 1u) << 16;  // code >= 1: the code changes below the bin's lowest value
+            code -= 1;  // >= 0: the code changes below the bin's lowest value
+            offset = 0;
           } else if (offset >= kMargin) {
-            out = kFlag;
+            flag = true;
           }
         } else if (high && inside && offset <= 0xFFFFu - kMargin) {
-          out = kFlag;
+          flag = true;
         }
       }
-      b[key] = out;
+      const uint32_t h = (key & 0x8000u) ? key ^ 0xFFFFu : key;
+      b[key] = flag ? (0x8000u - h) << 16 : ((code - h) << 16) + (0xFFFFu - offset);
     }
     return b;
   }();
   return bins;
 }
 
-// table[idx[i]] for 8 indices.
-#ifndef MS_OPTIM_LOOKUP
-#define MS_OPTIM_LOOKUP 2
-#endif
-__attribute__((target("avx2"))) inline __m256i Lookup8(const uint32_t *table, __m256i idx) {
-#if MS_OPTIM_LOOKUP == 0
-  return _mm256_i32gather_epi32(reinterpret_cast<const int *>(table), idx, 4);
-#elif MS_OPTIM_LOOKUP == 1
-  alignas(32) uint32_t i[8];
-  _mm256_store_si256(reinterpret_cast<__m256i *>(i), idx);
-  return _mm256_setr_epi32(table[i[0]], table[i[1]], table[i[2]], table[i[3]], table[i[4]], table[i[5]],
-                           table[i[6]], table[i[7]]);
-#else
-  const __m128i lo = _mm256_castsi256_si128(idx), hi = _mm256_extracti128_si256(idx, 1);
+// table[bits[i] >> 16] for the 8 lanes of bits: scalar loads (on AMD Zen the gather instruction is slower).
+__attribute__((target("avx2"))) inline __m256i LookupBins8(const uint32_t *table, __m256i bits) {
+  const __m128i lo = _mm256_castsi256_si128(bits), hi = _mm256_extracti128_si256(bits, 1);
   const uint64_t a = static_cast<uint64_t>(_mm_cvtsi128_si64(lo)), b = static_cast<uint64_t>(_mm_extract_epi64(lo, 1));
   const uint64_t c = static_cast<uint64_t>(_mm_cvtsi128_si64(hi)), d = static_cast<uint64_t>(_mm_extract_epi64(hi, 1));
-  return _mm256_setr_epi32(table[static_cast<uint32_t>(a)], table[a >> 32], table[static_cast<uint32_t>(b)],
-                           table[b >> 32], table[static_cast<uint32_t>(c)], table[c >> 32],
-                           table[static_cast<uint32_t>(d)], table[d >> 32]);
-#endif
+  return _mm256_setr_epi32(table[static_cast<uint32_t>(a) >> 16], table[a >> 48], table[static_cast<uint32_t>(b) >> 16],
+                           table[b >> 48], table[static_cast<uint32_t>(c) >> 16], table[c >> 48],
+                           table[static_cast<uint32_t>(d) >> 16], table[d >> 48]);
 }
 
-// quant8::Encode for the 8 values whose float32 bits are `bits`, with a bin table (quant8 or ShortcutBins).
-// *entry_out: the table entries (for the shortcut's test).
-__attribute__((target("avx2"))) inline __m256i EncodeBits8(__m256i bits, const uint32_t *bin, __m256i *entry_out,
-                                                         __m256i *order_out) {
+// quant8::Encode for the 8 values whose float32 bits are `bits` (quant8's bin table).
+__attribute__((target("avx2"))) inline __m256i EncodeBits8(__m256i bits, const uint32_t *bin) {
   const __m256i mask = _mm256_set1_epi32(0xFFFF);
-  const __m256i entry = Lookup8(bin, _mm256_srli_epi32(bits, 16));
+  const __m256i entry = LookupBins8(bin, bits);
   const __m256i order = _mm256_and_si256(_mm256_xor_si256(bits, _mm256_srai_epi32(bits, 31)), mask);  // BinOrder
   const __m256i above = _mm256_cmpgt_epi32(order, _mm256_and_si256(entry, mask));  // -1 where above the threshold
-  *entry_out = entry;
-  *order_out = order;
-  return _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(entry, 16), _mm256_set1_epi32(0xFF)), above);
+  return _mm256_sub_epi32(_mm256_srli_epi32(entry, 16), above);
 }
 
 // Codes of x / scale for 8 values, dividing.
 __attribute__((target("avx2"))) inline __m256i EncodeDiv8(const float *x, __m256 scale, const uint32_t *bin) {
-  __m256i entry, order;
-  return EncodeBits8(_mm256_castps_si256(_mm256_div_ps(_mm256_loadu_ps(x), scale)), bin, &entry, &order);
+  return EncodeBits8(_mm256_castps_si256(_mm256_div_ps(_mm256_loadu_ps(x), scale)), bin);
 }
 
 // Codes of x / scale for 8 values through x * r (r = 1 / scale), dividing only where the shortcut is undecided.
 __attribute__((target("avx2"))) inline __m256i EncodeRcp8(const float *x, __m256 r, __m256 scale,
                                                         const uint32_t *fast, const uint32_t *bin) {
-  __m256i entry, order;
-  const __m256i code = EncodeBits8(_mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x), r)), fast, &entry, &order);
-  // undecided: the threshold offset within kMargin of the value's (as unsigned: 0 <= order - offset + m <= 2m),
-  // or a flagged bin
-  const __m256i d = _mm256_add_epi32(_mm256_sub_epi32(order, _mm256_and_si256(entry, _mm256_set1_epi32(0xFFFF))),
-                                     _mm256_set1_epi32(kMargin));
-  const __m256i near = _mm256_cmpeq_epi32(_mm256_min_epu32(d, _mm256_set1_epi32(2 * kMargin)), d);
-  const __m256i undecided = _mm256_or_si256(near, _mm256_srai_epi32(entry, 31));
-  if (__builtin_expect(_mm256_testz_si256(undecided, undecided), 1)) return code;
+  const __m256i bits = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x), r));
+  const __m256i v = _mm256_add_epi32(_mm256_xor_si256(bits, _mm256_srai_epi32(bits, 31)), LookupBins8(fast, bits));
+  // undecided: BinOrder - offset in [-kMargin, kMargin], i.e. (low 16 bits of v) + kMargin + 1 in [0, 2 kMargin]
+  // (mod 2^16; as int16 after subtracting 0x8000: below 2 kMargin + 1 - 0x8000), or bit 31 of v set (the high
+  // 16-bit half, left as it is, compared below 0)
+  const __m256i near = _mm256_add_epi16(v, _mm256_set1_epi32((kMargin + 1 - 0x8000) & 0xFFFF));
+  const __m256i undecided = _mm256_cmpgt_epi16(_mm256_set1_epi32((2 * kMargin + 1 - 0x8000) & 0xFFFF), near);
+  if (__builtin_expect(_mm256_testz_si256(undecided, undecided), 1)) return _mm256_srli_epi32(v, 16);
   return EncodeDiv8(x, scale, bin);
 }
 
@@ -290,11 +277,8 @@ __attribute__((target("avx2"))) inline Step8 MakeStep8(float absmax, const Adagr
 template <bool kWrite>
 __attribute__((target("avx2"))) inline void Update8(const uint8_t *qb, float *p, const float *g, const Step8 &k,
                                                     const float *code, float *s, __m256i *amax) {
-  uint64_t c;
-  std::memcpy(&c, qb, sizeof(c));
-  const __m256 old = _mm256_setr_ps(code[c & 0xFF], code[(c >> 8) & 0xFF], code[(c >> 16) & 0xFF],
-                                    code[(c >> 24) & 0xFF], code[(c >> 32) & 0xFF], code[(c >> 40) & 0xFF],
-                                    code[(c >> 48) & 0xFF], code[c >> 56]);
+  const __m256 old = _mm256_setr_ps(code[qb[0]], code[qb[1]], code[qb[2]], code[qb[3]], code[qb[4]], code[qb[5]],
+                                    code[qb[6]], code[qb[7]]);
   __m256 sj = _mm256_mul_ps(old, k.absmax);                                         // Decode
   __m256 pj = _mm256_loadu_ps(p);
   const __m256 gj = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(g), k.gs), _mm256_mul_ps(k.wd, pj));
