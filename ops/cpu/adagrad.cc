@@ -221,18 +221,18 @@ __attribute__((target("avx2"))) inline __m256i EncodeDiv8(const float *x, __m256
   return EncodeBits8(_mm256_castps_si256(_mm256_div_ps(_mm256_loadu_ps(x), scale)), bin);
 }
 
-// Codes of x / scale for 8 values through x * r (r = 1 / scale), dividing only where the shortcut is undecided.
-__attribute__((target("avx2"))) inline __m256i EncodeRcp8(const float *x, __m256 r, __m256 scale,
-                                                        const uint32_t *fast, const uint32_t *bin) {
+// Codes of x / scale for 8 values through x * r (r = 1 / scale); *undecided gets the lanes where the shortcut does
+// not decide (nonzero 16-bit halves), which the caller re-encodes by division.
+__attribute__((target("avx2"))) inline __m256i EncodeRcp8(const float *x, __m256 r, const uint32_t *fast,
+                                                        __m256i *undecided) {
   const __m256i bits = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x), r));
   const __m256i v = _mm256_add_epi32(_mm256_xor_si256(bits, _mm256_srai_epi32(bits, 31)), LookupBins8(fast, bits));
   // undecided: BinOrder - offset in [-kMargin, kMargin], i.e. (low 16 bits of v) + kMargin + 1 in [0, 2 kMargin]
   // (mod 2^16; as int16 after subtracting 0x8000: below 2 kMargin + 1 - 0x8000), or bit 31 of v set (the high
   // 16-bit half, left as it is, compared below 0)
   const __m256i near = _mm256_add_epi16(v, _mm256_set1_epi32((kMargin + 1 - 0x8000) & 0xFFFF));
-  const __m256i undecided = _mm256_cmpgt_epi16(_mm256_set1_epi32((2 * kMargin + 1 - 0x8000) & 0xFFFF), near);
-  if (__builtin_expect(_mm256_testz_si256(undecided, undecided), 1)) return _mm256_srli_epi32(v, 16);
-  return EncodeDiv8(x, scale, bin);
+  *undecided = _mm256_cmpgt_epi16(_mm256_set1_epi32((2 * kMargin + 1 - 0x8000) & 0xFFFF), near);
+  return _mm256_srli_epi32(v, 16);
 }
 
 // Stores 4 x 8 codes (each in [0, 255]) as 32 bytes.
@@ -243,6 +243,21 @@ __attribute__((target("avx2"))) inline void Store32(uint8_t *q, __m256i a, __m25
                       _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), lane_order));
 }
 
+// Stores the codes c0..c3 of x[0, 32) / scale (EncodeRcp8), or, where any of their undecided masks u0..u3 is set
+// (rarely), the codes by division.
+__attribute__((target("avx2"))) inline void Store32Rcp(uint8_t *q, const float *x, __m256 scale, const uint32_t *bin,
+                                                     __m256i c0, __m256i c1, __m256i c2, __m256i c3, __m256i u0,
+                                                     __m256i u1, __m256i u2, __m256i u3) {
+  const __m256i u = _mm256_or_si256(_mm256_or_si256(u0, u1), _mm256_or_si256(u2, u3));
+  if (__builtin_expect(!_mm256_testz_si256(u, u), 0)) {
+    c0 = EncodeDiv8(x, scale, bin);
+    c1 = EncodeDiv8(x + 8, scale, bin);
+    c2 = EncodeDiv8(x + 16, scale, bin);
+    c3 = EncodeDiv8(x + 24, scale, bin);
+  }
+  Store32(q, c0, c1, c2, c3);
+}
+
 // A whole block (kBlock values, a multiple of 32) with scale > 0.
 __attribute__((target("avx2"))) void EncodeBlock(const float *x, float scale, uint8_t *q, const quant8::Tables &t) {
   const __m256 vscale = _mm256_set1_ps(scale);
@@ -251,8 +266,10 @@ __attribute__((target("avx2"))) void EncodeBlock(const float *x, float scale, ui
     const __m256 r = _mm256_set1_ps(1.0f / scale);
     const uint32_t *fast = ShortcutBins(t);
     for (int64_t j = 0; j < kBlock; j += 32) {
-      Store32(q + j, EncodeRcp8(x + j, r, vscale, fast, bin), EncodeRcp8(x + j + 8, r, vscale, fast, bin),
-              EncodeRcp8(x + j + 16, r, vscale, fast, bin), EncodeRcp8(x + j + 24, r, vscale, fast, bin));
+      __m256i u0, u1, u2, u3;
+      const __m256i c0 = EncodeRcp8(x + j, r, fast, &u0), c1 = EncodeRcp8(x + j + 8, r, fast, &u1);
+      const __m256i c2 = EncodeRcp8(x + j + 16, r, fast, &u2), c3 = EncodeRcp8(x + j + 24, r, fast, &u3);
+      Store32Rcp(q + j, x + j, vscale, bin, c0, c1, c2, c3, u0, u1, u2, u3);
     }
   } else {
     for (int64_t j = 0; j < kBlock; j += 32) {
@@ -318,15 +335,16 @@ __attribute__((target("avx2"))) float UpdateEncode(const uint8_t *qb, float absm
   const uint32_t *fast = ShortcutBins(t), *bin = t.bin;
   __m256i amax = _mm256_setzero_si256();
   for (int64_t j = 0; j < kBlock; j += 32) {
+    __m256i u0, u1, u2, u3;
     Update8<true>(qb + j, p + j, g + j, k8, t.code, s + j, &amax);
-    const __m256i c0 = EncodeRcp8(x + j, r, vscale, fast, bin);
+    const __m256i c0 = EncodeRcp8(x + j, r, fast, &u0);
     Update8<true>(qb + j + 8, p + j + 8, g + j + 8, k8, t.code, s + j + 8, &amax);
-    const __m256i c1 = EncodeRcp8(x + j + 8, r, vscale, fast, bin);
+    const __m256i c1 = EncodeRcp8(x + j + 8, r, fast, &u1);
     Update8<true>(qb + j + 16, p + j + 16, g + j + 16, k8, t.code, s + j + 16, &amax);
-    const __m256i c2 = EncodeRcp8(x + j + 16, r, vscale, fast, bin);
+    const __m256i c2 = EncodeRcp8(x + j + 16, r, fast, &u2);
     Update8<true>(qb + j + 24, p + j + 24, g + j + 24, k8, t.code, s + j + 24, &amax);
-    const __m256i c3 = EncodeRcp8(x + j + 24, r, vscale, fast, bin);
-    Store32(xq + j, c0, c1, c2, c3);
+    const __m256i c3 = EncodeRcp8(x + j + 24, r, fast, &u3);
+    Store32Rcp(xq + j, x + j, vscale, bin, c0, c1, c2, c3, u0, u1, u2, u3);
   }
   return MaxBits(amax);
 }
