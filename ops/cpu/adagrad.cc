@@ -243,17 +243,18 @@ __attribute__((target("avx2"))) inline void Store32(uint8_t *q, __m256i a, __m25
                       _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), lane_order));
 }
 
-// Stores the codes c0..c3 of x[0, 32) / scale (EncodeRcp8), or, where any of their undecided masks u0..u3 is set
-// (rarely), the codes by division.
+// Stores the codes c0..c3 of x[0, 32) / scale (EncodeRcp8), those of the 8 values where an undecided mask u0..u3
+// is set replaced by the codes by division (typically once a block: the block's absmax itself gives x * r = 1.0 or
+// next to it, the lowest values of a bin, which the test leaves undecided).
 __attribute__((target("avx2"))) inline void Store32Rcp(uint8_t *q, const float *x, __m256 scale, const uint32_t *bin,
                                                      __m256i c0, __m256i c1, __m256i c2, __m256i c3, __m256i u0,
                                                      __m256i u1, __m256i u2, __m256i u3) {
   const __m256i u = _mm256_or_si256(_mm256_or_si256(u0, u1), _mm256_or_si256(u2, u3));
   if (__builtin_expect(!_mm256_testz_si256(u, u), 0)) {
-    c0 = EncodeDiv8(x, scale, bin);
-    c1 = EncodeDiv8(x + 8, scale, bin);
-    c2 = EncodeDiv8(x + 16, scale, bin);
-    c3 = EncodeDiv8(x + 24, scale, bin);
+    if (!_mm256_testz_si256(u0, u0)) c0 = EncodeDiv8(x, scale, bin);
+    if (!_mm256_testz_si256(u1, u1)) c1 = EncodeDiv8(x + 8, scale, bin);
+    if (!_mm256_testz_si256(u2, u2)) c2 = EncodeDiv8(x + 16, scale, bin);
+    if (!_mm256_testz_si256(u3, u3)) c3 = EncodeDiv8(x + 24, scale, bin);
   }
   Store32(q, c0, c1, c2, c3);
 }
