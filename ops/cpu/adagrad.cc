@@ -120,13 +120,17 @@ MS_OPTIM_SIMD_CLONES float Block8F32(int64_t begin, int64_t len, float *p, uint8
 // ---- AVX2 specializations of the 8-bit block (x86-64, chosen at run time): the same operations in the same
 // order as Decode / AdagradStep / AbsBitsMax / Encode, 8 elements at a time, so the results are those of the
 // scalar definitions bit for bit (IEEE multiply, add, divide and square root round the same in every lane; no
-// FMA). The compiler does not vectorize the table reads (gathers) and the byte stores of the scalar forms, and
-// the 8-bit step is bound by the divider (two divisions and a square root per element): so
-//   - dequantize, update and absmax run in one pass over the block (the sums go to a block buffer in L1),
+// FMA). The compiler does not vectorize the table reads (gathers) and the byte stores of the scalar forms. The
+// 8-bit step is bound by instruction throughput (table reads as scalar loads: on AMD Zen the gather instruction is
+// slower) and by the divider (two divisions and a square root per element in the scalar form), so
+//   - dequantize, update and absmax run in one loop over the block (the sums go to a block buffer in L1), and
+//     block b's update runs in the same loop as block b - 1's re-quantizing (UpdateEncode);
 //   - re-quantizing does not divide: it multiplies by r = 1 / absmax (one division per block), which puts
 //     x * r within a few units in the last place of the true quotient x / absmax; the code of x * r is the code of
 //     x / absmax unless a threshold lies within kMargin float32 patterns of x * r, which the table below makes a
-//     one-comparison test (true for about 1 value in 4000 at most); only then are those 8 values divided.
+//     two-instruction test; only the 8-value vectors where it is undecided are divided (on Adagrad sums about 1
+//     value in 300, most of them the block's absmax itself: x * r = 1.0 is the lowest value of its bin, which the
+//     test leaves undecided).
 namespace avx2 {
 
 // x * r with r = RN(1 / a) against RN(x / a): |x*r - x/a| <= (2u + u^2)|x/a| and |RN(x/a) - x/a| <= u|x/a|
@@ -135,7 +139,6 @@ namespace avx2 {
 // overflow: the block's scale must lie in [2^-125, 2^125] (else every value is divided) and bins at or above
 // 2^64 are flagged (|x / scale| <= 1 in the kernels; any float is still encoded exactly).
 constexpr int kMargin = 8;
-constexpr uint32_t kFlag = 0x80000000u;  // in a ShortcutBins entry: the shortcut is not decided in this bin
 constexpr float kMinScale = 0x1p-125f, kMaxScale = 0x1p125f;
 
 // A float32's position in value order as an unsigned integer (-NaN < -inf < ... < -0 < +0 < ... < +inf < NaN).
@@ -147,7 +150,7 @@ inline uint32_t KeyBits(uint32_t key) { return (key & 0x80000000u) ? key & 0x7FF
 // |BinOrder(x * r) - offset| > kMargin and the bin is not flagged. Mostly quant8's own entry (the code of the bin's
 // lowest value, the offset of the threshold inside the bin or 0xFFFF). Near the ends of a bin the code may change
 // just across, in the neighbouring bin: at the upper end an entry without a threshold inside already leaves the
-// last kMargin offsets undecided; at the lower end such an entry becomes (code - 1, offset 0), which decides the
+// last kMargin offsets undecided (and the first kMargin: the test works modulo 2^16); at the lower end such an entry becomes (code - 1, offset 0), which decides the
 // same codes everywhere but the first kMargin + 1 offsets. A threshold inside near the end where the change is
 // covers it too; any other bin (a threshold inside away from a nearby change across an end, or changes near both
 // ends) is flagged, as are the bins of NaN, the infinities and values >= 2^64.
@@ -197,7 +200,7 @@ inline const uint32_t *ShortcutBins(const quant8::Tables &t) {
   return bins;
 }
 
-// table[bits[i] >> 16] for the 8 lanes of bits: scalar loads (on AMD Zen the gather instruction is slower).
+// table[bits[i] >> 16] for the 8 lanes of bits, by scalar loads.
 __attribute__((target("avx2"))) inline __m256i LookupBins8(const uint32_t *table, __m256i bits) {
   const __m128i lo = _mm256_castsi256_si128(bits), hi = _mm256_extracti128_si256(bits, 1);
   const uint64_t a = static_cast<uint64_t>(_mm_cvtsi128_si64(lo)), b = static_cast<uint64_t>(_mm_extract_epi64(lo, 1));
