@@ -157,7 +157,7 @@ inline uint32_t KeyBits(uint32_t key) { return (key & 0x80000000u) ? key & 0x7FF
 // Then the entry is stored as E = ((code - h) << 16) + (0xFFFF - offset) (mod 2^32), h being the top 16 bits of
 // the bin's values after the BinOrder flip (key, or key ^ 0xFFFF for negative numbers): for x * r of that bin,
 // v = (bits ^ (bits >> 31, arithmetic)) + E = (code << 16) + BinOrder + 0xFFFF - offset, so v >> 16 is the code
-// and the low 16 bits of v tell how far the value is from the offset (EncodeRcp8). A flagged bin gets
+// and the low 16 bits of v tell how far the value is from the offset (EncodeY8). A flagged bin gets
 // E = (0x8000 - h) << 16: bit 31 of v set.
 inline const uint32_t *ShortcutBins(const quant8::Tables &t) {
   static const uint32_t *bins = [&t] {
@@ -224,12 +224,21 @@ __attribute__((target("avx2"))) inline __m256i EncodeDiv8(const float *x, __m256
   return EncodeBits8(_mm256_castps_si256(_mm256_div_ps(_mm256_loadu_ps(x), scale)), bin);
 }
 
-// Codes of x / scale for 8 values through x * r (r = 1 / scale); *undecided gets the lanes where the shortcut does
-// not decide (nonzero 16-bit halves), which the caller re-encodes by division.
-__attribute__((target("avx2"))) inline __m256i EncodeRcp8(const float *x, __m256 r, const uint32_t *fast,
-                                                        __m256i *undecided) {
-  const __m256i bits = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x), r));
-  const __m256i v = _mm256_add_epi32(_mm256_xor_si256(bits, _mm256_srai_epi32(bits, 31)), LookupBins8(fast, bits));
+// y[0, kBlock) = x * r: stored a loop ahead of EncodeY8, which reads the top halves of y by scalar loads (an
+// 8-lane vector goes to general registers no faster; a load right after the store would wait for it).
+__attribute__((target("avx2"))) inline void ScaleBlock(const float *x, __m256 r, float *y) {
+  for (int64_t j = 0; j < kBlock; j += 8) _mm256_store_ps(y + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), r));
+}
+
+// Codes of x / scale for 8 values from y = x * r (r = 1 / scale, ScaleBlock); *undecided gets the lanes where the
+// shortcut does not decide (nonzero 16-bit halves), which the caller re-encodes by division.
+__attribute__((target("avx2"))) inline __m256i EncodeY8(const float *y, const uint32_t *fast, __m256i *undecided) {
+  const __m256i bits = _mm256_load_si256(reinterpret_cast<const __m256i *>(y));
+  uint16_t h[16];  // the top halves, h[2 i + 1] (little-endian)
+  std::memcpy(h, y, sizeof(h));
+  const __m256i e = _mm256_setr_epi32(fast[h[1]], fast[h[3]], fast[h[5]], fast[h[7]], fast[h[9]], fast[h[11]],
+                                      fast[h[13]], fast[h[15]]);
+  const __m256i v = _mm256_add_epi32(_mm256_xor_si256(bits, _mm256_srai_epi32(bits, 31)), e);
   // undecided: BinOrder - offset in [-kMargin, kMargin], i.e. (low 16 bits of v) + kMargin + 1 in [0, 2 kMargin]
   // (mod 2^16; as int16 after subtracting 0x8000: below 2 kMargin + 1 - 0x8000), or bit 31 of v set (the high
   // 16-bit half, left as it is, compared below 0)
@@ -246,7 +255,7 @@ __attribute__((target("avx2"))) inline void Store32(uint8_t *q, __m256i a, __m25
                       _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), lane_order));
 }
 
-// Stores the codes c0..c3 of x[0, 32) / scale (EncodeRcp8), those of the 8 values where an undecided mask u0..u3
+// Stores the codes c0..c3 of x[0, 32) / scale (EncodeY8), those of the 8 values where an undecided mask u0..u3
 // is set replaced by the codes by division (typically once a block: the block's absmax itself gives x * r = 1.0 or
 // next to it, the lowest values of a bin, which the test leaves undecided).
 __attribute__((target("avx2"))) inline void Store32Rcp(uint8_t *q, const float *x, __m256 scale, const uint32_t *bin,
@@ -267,12 +276,13 @@ __attribute__((target("avx2"))) void EncodeBlock(const float *x, float scale, ui
   const __m256 vscale = _mm256_set1_ps(scale);
   const uint32_t *bin = t.bin;
   if (scale >= kMinScale && scale <= kMaxScale) {
-    const __m256 r = _mm256_set1_ps(1.0f / scale);
     const uint32_t *fast = ShortcutBins(t);
+    alignas(32) float y[kBlock];
+    ScaleBlock(x, _mm256_set1_ps(1.0f / scale), y);
     for (int64_t j = 0; j < kBlock; j += 32) {
       __m256i u0, u1, u2, u3;
-      const __m256i c0 = EncodeRcp8(x + j, r, fast, &u0), c1 = EncodeRcp8(x + j + 8, r, fast, &u1);
-      const __m256i c2 = EncodeRcp8(x + j + 16, r, fast, &u2), c3 = EncodeRcp8(x + j + 24, r, fast, &u3);
+      const __m256i c0 = EncodeY8(y + j, fast, &u0), c1 = EncodeY8(y + j + 8, fast, &u1);
+      const __m256i c2 = EncodeY8(y + j + 16, fast, &u2), c3 = EncodeY8(y + j + 24, fast, &u3);
       Store32Rcp(q + j, x + j, vscale, bin, c0, c1, c2, c3, u0, u1, u2, u3);
     }
   } else {
@@ -335,19 +345,21 @@ __attribute__((target("avx2"))) float UpdateEncode(const uint8_t *qb, float absm
                                                    const AdagradScalars &k, const quant8::Tables &t, float *s,
                                                    const float *x, float scale, uint8_t *xq) {
   const Step8 k8 = MakeStep8(absmax, k);
-  const __m256 vscale = _mm256_set1_ps(scale), r = _mm256_set1_ps(1.0f / scale);
+  const __m256 vscale = _mm256_set1_ps(scale);
   const uint32_t *fast = ShortcutBins(t), *bin = t.bin;
   __m256i amax = _mm256_setzero_si256();
+  alignas(32) float y[kBlock];
+  ScaleBlock(x, _mm256_set1_ps(1.0f / scale), y);
   for (int64_t j = 0; j < kBlock; j += 32) {
     __m256i u0, u1, u2, u3;
     Update8<true>(qb + j, p + j, g + j, k8, t.code, s + j, &amax);
-    const __m256i c0 = EncodeRcp8(x + j, r, fast, &u0);
+    const __m256i c0 = EncodeY8(y + j, fast, &u0);
     Update8<true>(qb + j + 8, p + j + 8, g + j + 8, k8, t.code, s + j + 8, &amax);
-    const __m256i c1 = EncodeRcp8(x + j + 8, r, fast, &u1);
+    const __m256i c1 = EncodeY8(y + j + 8, fast, &u1);
     Update8<true>(qb + j + 16, p + j + 16, g + j + 16, k8, t.code, s + j + 16, &amax);
-    const __m256i c2 = EncodeRcp8(x + j + 16, r, fast, &u2);
+    const __m256i c2 = EncodeY8(y + j + 16, fast, &u2);
     Update8<true>(qb + j + 24, p + j + 24, g + j + 24, k8, t.code, s + j + 24, &amax);
-    const __m256i c3 = EncodeRcp8(x + j + 24, r, fast, &u3);
+    const __m256i c3 = EncodeY8(y + j + 24, fast, &u3);
     Store32Rcp(xq + j, x + j, vscale, bin, c0, c1, c2, c3, u0, u1, u2, u3);
   }
   return MaxBits(amax);
