@@ -148,6 +148,28 @@ def test_kernel_header_matches_python_quantizer(block_wise):
         np.testing.assert_array_equal(absmax, want_absmax)
 
 
+@pytest.mark.parametrize("scale", [1.0, 0.37, 3e-20, 2.0 ** -125, 1e-38, 1e30])
+def test_kernel_quantizer_near_thresholds(scale):
+    """The kernels' AVX2 re-quantizing multiplies by 1 / absmax and divides only where a threshold is near: values
+    within 12 float32 patterns of every threshold times the block's absmax (both signs) still get the codes of the
+    Python quantizer, which divides (scale 1e-38: below the shortcut's range, every value divided)."""
+    lib, ptr = _kernel_lib()
+    scale = np.float32(scale)
+    near = (quantization.THRESHOLDS.astype(np.float32) * scale).view(np.int32)[:, None] + np.arange(-12, 13,
+                                                                                                      dtype=np.int32)
+    values = near.ravel().view(np.float32)
+    values = values[np.isfinite(values) & (np.abs(values) <= scale)]
+    pad = -values.size % 255
+    values = np.concatenate([values, np.zeros(pad, np.float32)]).reshape(-1, 255)
+    x = np.ascontiguousarray(np.concatenate([values, np.full((values.shape[0], 1), scale, np.float32)], axis=1).ravel())
+    codes = np.zeros(x.size, np.uint8)
+    absmax = np.zeros(quantization.num_blocks(x.size, True), np.float32)
+    lib.MsOptimQuant8Quantize(ptr(x), ctypes.c_int64(x.size), 1, ptr(codes), ptr(absmax))
+    want_codes, want_absmax = quantization.quantize(x, True)
+    assert np.all(want_absmax == scale)
+    np.testing.assert_array_equal(codes, want_codes)
+
+
 # ---------------------------------------------------------------------------- float32 numpy oracle of the update
 
 def _round_bf16(x):

@@ -16,7 +16,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-#define MS_OPTIM_AVX2_ENCODE 1
+#define MS_OPTIM_AVX2 1
 #endif
 
 namespace ms_optim {
@@ -80,52 +80,9 @@ int Adagrad32Kernel(int nparam, void **params, int *ndims, int64_t **shapes, con
 
 // ---- 8-bit state
 
-
-#ifdef MS_OPTIM_AVX2_ENCODE
-// quant8::Encode(bin, s[j] / scale) for 8 values, with AVX2: the compiler does not vectorize the table read (a
-// gather) and the byte store of the scalar form, and re-quantizing is the costliest part of an 8-bit step.
-__attribute__((target("avx2"))) inline __m256i Encode8Avx2(const float *s, __m256 scale, const uint32_t *bin) {
-  const __m256i mask = _mm256_set1_epi32(0xFFFF);
-  const __m256i bits = _mm256_castps_si256(_mm256_div_ps(_mm256_loadu_ps(s), scale));
-  const __m256i entry = _mm256_i32gather_epi32(reinterpret_cast<const int *>(bin), _mm256_srli_epi32(bits, 16), 4);
-  const __m256i order = _mm256_and_si256(_mm256_xor_si256(bits, _mm256_srai_epi32(bits, 31)), mask);  // BinOrder
-  const __m256i above = _mm256_cmpgt_epi32(order, _mm256_and_si256(entry, mask));  // -1 where above the threshold
-  return _mm256_sub_epi32(_mm256_srli_epi32(entry, 16), above);
-}
-
-// A whole block (kBlock values, a multiple of 32).
-__attribute__((target("avx2"))) void EncodeBlockAvx2(const float *s, float scale, uint8_t *q, const uint32_t *bin) {
-  const __m256 vscale = _mm256_set1_ps(scale);
-  const __m256i lane_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);  // undo the per-lane packing
-  for (int64_t j = 0; j < kBlock; j += 32) {
-    const __m256i ab = _mm256_packus_epi32(Encode8Avx2(s + j, vscale, bin), Encode8Avx2(s + j + 8, vscale, bin));
-    const __m256i cd = _mm256_packus_epi32(Encode8Avx2(s + j + 16, vscale, bin), Encode8Avx2(s + j + 24, vscale, bin));
-    _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + j),
-                        _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), lane_order));
-  }
-}
-
-inline bool HasAvx2() {
-  static const bool has = __builtin_cpu_supports("avx2");
-  return has;
-}
-#endif
-
 // q[j] = the code of x[j] / scale for j < len (kZeroCode when scale is not above 0): the one re-quantizing loop of
 // the kernels and of MsOptimQuant8Quantize (so the tests of the quantizer run it too).
-void EncodeBlock(const float *x, int64_t len, float scale, uint8_t *q, const quant8::Tables &t) {
-  if (!(scale > 0.0f)) {
-    for (int64_t j = 0; j < len; ++j) q[j] = static_cast<uint8_t>(quant8::kZeroCode);
-    return;
-  }
-#ifdef MS_OPTIM_AVX2_ENCODE
-  if (len == kBlock && HasAvx2()) {
-    EncodeBlockAvx2(x, scale, q, t.bin);
-    return;
-  }
-#endif
-  for (int64_t j = 0; j < len; ++j) q[j] = quant8::Encode(t.bin, x[j] / scale);
-}
+void EncodeBlock(const float *x, int64_t len, float scale, uint8_t *q, const quant8::Tables &t);
 
 // One block of up to 256 elements [begin, begin + len), in loops over a block-sized buffer that each vectorize:
 // dequantize (a gather from the table), update p and s, absmax (an integer max of the bits), re-quantize
@@ -159,13 +116,340 @@ MS_OPTIM_SIMD_CLONES float Block8F32(int64_t begin, int64_t len, float *p, uint8
   return Block8(begin, len, p, q, absmax, g, k, t, encode_absmax, write);
 }
 
+#ifdef MS_OPTIM_AVX2
+// ---- AVX2 specializations of the 8-bit block (x86-64, chosen at run time): the same operations in the same
+// order as Decode / AdagradStep / AbsBitsMax / Encode, 8 elements at a time, so the results are those of the
+// scalar definitions bit for bit (IEEE multiply, add, divide and square root round the same in every lane; no
+// FMA). The compiler does not vectorize the table reads (gathers) and the byte stores of the scalar forms. The
+// 8-bit step is bound by instruction throughput (table reads as scalar loads: on AMD Zen the gather instruction is
+// slower) and by the divider (two divisions and a square root per element in the scalar form), so
+//   - dequantize, update and absmax run in one loop over the block (the sums go to a block buffer in L1), and
+//     block b's update runs in the same loop as block b - 1's re-quantizing (UpdateEncode);
+//   - re-quantizing does not divide: it multiplies by r = 1 / absmax (one division per block), which puts
+//     x * r within a few units in the last place of the true quotient x / absmax; the code of x * r is the code of
+//     x / absmax unless a threshold lies within kMargin float32 patterns of x * r, which the table below makes a
+//     two-instruction test; only the 8-value vectors where it is undecided are divided (on Adagrad sums about 1
+//     value in 300, most of them the block's absmax itself: x * r = 1.0 is the lowest value of its bin, which the
+//     test leaves undecided).
+namespace avx2 {
+
+// x * r with r = RN(1 / a) against RN(x / a): |x*r - x/a| <= (2u + u^2)|x/a| and |RN(x/a) - x/a| <= u|x/a|
+// (u = 2^-24), together under 3 units in the last place of x / a, at most 6 float32 patterns apart across a power
+// of 2 (subnormal results: under 2); kMargin leaves room. Valid while r is a normal number and x * r does not
+// overflow: the block's scale must lie in [2^-125, 2^125] (else every value is divided) and bins at or above
+// 2^64 are flagged (|x / scale| <= 1 in the kernels; any float is still encoded exactly).
+constexpr int kMargin = 8;
+constexpr float kMinScale = 0x1p-125f, kMaxScale = 0x1p125f;
+
+// A float32's position in value order as an unsigned integer (-NaN < -inf < ... < -0 < +0 < ... < +inf < NaN).
+inline uint32_t ValueKey(uint32_t bits) { return (bits & 0x80000000u) ? ~bits : bits | 0x80000000u; }
+inline uint32_t KeyBits(uint32_t key) { return (key & 0x80000000u) ? key & 0x7FFFFFFFu : ~key; }
+
+// The bin table of the shortcut. For each bin, first: (code, offset) such that the code of x * r is
+// code + (BinOrder(x * r) > offset) wherever the shortcut is decided, which is wherever
+// |BinOrder(x * r) - offset| > kMargin and the bin is not flagged. Mostly quant8's own entry (the code of the bin's
+// lowest value, the offset of the threshold inside the bin or 0xFFFF). Near the ends of a bin the code may change
+// just across, in the neighbouring bin: at the upper end an entry without a threshold inside already leaves the
+// last kMargin offsets undecided (and the first kMargin: the test works modulo 2^16); at the lower end such an entry becomes (code - 1, offset 0), which decides the
+// same codes everywhere but the first kMargin + 1 offsets. A threshold inside near the end where the change is
+// covers it too; any other bin (a threshold inside away from a nearby change across an end, or changes near both
+// ends) is flagged, as are the bins of NaN, the infinities and values >= 2^64.
+// Then the entry is stored as E = ((code - h) << 16) + (0xFFFF - offset) (mod 2^32), h being the top 16 bits of
+// the bin's values after the BinOrder flip (key, or key ^ 0xFFFF for negative numbers): for x * r of that bin,
+// v = (bits ^ (bits >> 31, arithmetic)) + E = (code << 16) + BinOrder + 0xFFFF - offset, so v >> 16 is the code
+// and the low 16 bits of v tell how far the value is from the offset (EncodeY8). A flagged bin gets
+// E = (0x8000 - h) << 16: bit 31 of v set.
+inline const uint32_t *ShortcutBins(const quant8::Tables &t) {
+  static const uint32_t *bins = [&t] {
+    auto *b = new uint32_t[1 << 16];
+    auto code_at = [&t](uint32_t key) { return quant8::Encode(t.bin, quant8::BitsFloat(KeyBits(key))); };
+    // does the code change within kMargin value-order patterns of `key`?
+    auto changes_near = [&](uint32_t key) {
+      const uint8_t c = code_at(key);
+      for (uint32_t d = key - kMargin; d != key + kMargin + 1; ++d) {
+        if (code_at(d) != c) return true;
+      }
+      return false;
+    };
+    for (uint32_t key = 0; key < (1u << 16); ++key) {
+      const uint32_t entry = t.bin[key];
+      uint32_t code = entry >> 16, offset = entry & 0xFFFFu;
+      bool flag = ((key >> 7) & 0xFFu) >= 127u + 64u;
+      if (!flag) {
+        const uint32_t k0 = ValueKey(key << 16), k1 = ValueKey((key << 16) | 0xFFFFu);
+        const bool low = changes_near(std::min(k0, k1)), high = changes_near(std::max(k0, k1));  // the bin's ends
+        const bool inside = offset != 0xFFFFu;
+        if (low && high) {
+          flag = true;
+        } else if (low) {
+          if (!inside) {
+            code -= 1;  // >= 0: the code changes below the bin's lowest value
+            offset = 0;
+          } else if (offset >= kMargin) {
+            flag = true;
+          }
+        } else if (high && inside && offset <= 0xFFFFu - kMargin) {
+          flag = true;
+        }
+      }
+      const uint32_t h = (key & 0x8000u) ? key ^ 0xFFFFu : key;
+      b[key] = flag ? (0x8000u - h) << 16 : ((code - h) << 16) + (0xFFFFu - offset);
+    }
+    return b;
+  }();
+  return bins;
+}
+
+// table[bits[i] >> 16] for the 8 lanes of bits, by scalar loads.
+__attribute__((target("avx2"))) inline __m256i LookupBins8(const uint32_t *table, __m256i bits) {
+  const __m128i lo = _mm256_castsi256_si128(bits), hi = _mm256_extracti128_si256(bits, 1);
+  const uint64_t a = static_cast<uint64_t>(_mm_cvtsi128_si64(lo)), b = static_cast<uint64_t>(_mm_extract_epi64(lo, 1));
+  const uint64_t c = static_cast<uint64_t>(_mm_cvtsi128_si64(hi)), d = static_cast<uint64_t>(_mm_extract_epi64(hi, 1));
+  return _mm256_setr_epi32(table[static_cast<uint32_t>(a) >> 16], table[a >> 48], table[static_cast<uint32_t>(b) >> 16],
+                           table[b >> 48], table[static_cast<uint32_t>(c) >> 16], table[c >> 48],
+                           table[static_cast<uint32_t>(d) >> 16], table[d >> 48]);
+}
+
+// quant8::Encode for the 8 values whose float32 bits are `bits` (quant8's bin table).
+__attribute__((target("avx2"))) inline __m256i EncodeBits8(__m256i bits, const uint32_t *bin) {
+  const __m256i mask = _mm256_set1_epi32(0xFFFF);
+  const __m256i entry = LookupBins8(bin, bits);
+  const __m256i order = _mm256_and_si256(_mm256_xor_si256(bits, _mm256_srai_epi32(bits, 31)), mask);  // BinOrder
+  const __m256i above = _mm256_cmpgt_epi32(order, _mm256_and_si256(entry, mask));  // -1 where above the threshold
+  return _mm256_sub_epi32(_mm256_srli_epi32(entry, 16), above);
+}
+
+// Codes of x / scale for 8 values, dividing.
+__attribute__((target("avx2"))) inline __m256i EncodeDiv8(const float *x, __m256 scale, const uint32_t *bin) {
+  return EncodeBits8(_mm256_castps_si256(_mm256_div_ps(_mm256_loadu_ps(x), scale)), bin);
+}
+
+// y[0, kBlock) = x * r: stored a loop ahead of EncodeY8, which reads the top halves of y by scalar loads (an
+// 8-lane vector goes to general registers no faster; a load right after the store would wait for it).
+__attribute__((target("avx2"))) inline void ScaleBlock(const float *x, __m256 r, float *y) {
+  for (int64_t j = 0; j < kBlock; j += 8) _mm256_store_ps(y + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), r));
+}
+
+// Codes of x / scale for 8 values from y = x * r (r = 1 / scale, ScaleBlock); *undecided gets the lanes where the
+// shortcut does not decide (nonzero 16-bit halves), which the caller re-encodes by division.
+__attribute__((target("avx2"))) inline __m256i EncodeY8(const float *y, const uint32_t *fast, __m256i *undecided) {
+  const __m256i bits = _mm256_load_si256(reinterpret_cast<const __m256i *>(y));
+  uint16_t h[16];  // the top halves, h[2 i + 1] (little-endian)
+  std::memcpy(h, y, sizeof(h));
+  const __m256i e = _mm256_setr_epi32(fast[h[1]], fast[h[3]], fast[h[5]], fast[h[7]], fast[h[9]], fast[h[11]],
+                                      fast[h[13]], fast[h[15]]);
+  const __m256i v = _mm256_add_epi32(_mm256_xor_si256(bits, _mm256_srai_epi32(bits, 31)), e);
+  // undecided: BinOrder - offset in [-kMargin, kMargin], i.e. (low 16 bits of v) + kMargin + 1 in [0, 2 kMargin]
+  // (mod 2^16; as int16 after subtracting 0x8000: below 2 kMargin + 1 - 0x8000), or bit 31 of v set (the high
+  // 16-bit half, left as it is, compared below 0)
+  const __m256i near = _mm256_add_epi16(v, _mm256_set1_epi32((kMargin + 1 - 0x8000) & 0xFFFF));
+  *undecided = _mm256_cmpgt_epi16(_mm256_set1_epi32((2 * kMargin + 1 - 0x8000) & 0xFFFF), near);
+  return _mm256_srli_epi32(v, 16);
+}
+
+// Stores 4 x 8 codes (each in [0, 255]) as 32 bytes.
+__attribute__((target("avx2"))) inline void Store32(uint8_t *q, __m256i a, __m256i b, __m256i c, __m256i d) {
+  const __m256i lane_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);  // undo the per-lane packing
+  const __m256i ab = _mm256_packus_epi32(a, b), cd = _mm256_packus_epi32(c, d);
+  _mm256_storeu_si256(reinterpret_cast<__m256i *>(q),
+                      _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), lane_order));
+}
+
+// Stores the codes c0..c3 of x[0, 32) / scale (EncodeY8), those of the 8 values where an undecided mask u0..u3
+// is set replaced by the codes by division (typically once a block: the block's absmax itself gives x * r = 1.0 or
+// next to it, the lowest values of a bin, which the test leaves undecided).
+__attribute__((target("avx2"))) inline void Store32Rcp(uint8_t *q, const float *x, __m256 scale, const uint32_t *bin,
+                                                     __m256i c0, __m256i c1, __m256i c2, __m256i c3, __m256i u0,
+                                                     __m256i u1, __m256i u2, __m256i u3) {
+  const __m256i u = _mm256_or_si256(_mm256_or_si256(u0, u1), _mm256_or_si256(u2, u3));
+  if (__builtin_expect(!_mm256_testz_si256(u, u), 0)) {
+    if (!_mm256_testz_si256(u0, u0)) c0 = EncodeDiv8(x, scale, bin);
+    if (!_mm256_testz_si256(u1, u1)) c1 = EncodeDiv8(x + 8, scale, bin);
+    if (!_mm256_testz_si256(u2, u2)) c2 = EncodeDiv8(x + 16, scale, bin);
+    if (!_mm256_testz_si256(u3, u3)) c3 = EncodeDiv8(x + 24, scale, bin);
+  }
+  Store32(q, c0, c1, c2, c3);
+}
+
+// A whole block (kBlock values, a multiple of 32) with scale > 0.
+__attribute__((target("avx2"))) void EncodeBlock(const float *x, float scale, uint8_t *q, const quant8::Tables &t) {
+  const __m256 vscale = _mm256_set1_ps(scale);
+  const uint32_t *bin = t.bin;
+  if (scale >= kMinScale && scale <= kMaxScale) {
+    const uint32_t *fast = ShortcutBins(t);
+    alignas(32) float y[kBlock];
+    ScaleBlock(x, _mm256_set1_ps(1.0f / scale), y);
+    for (int64_t j = 0; j < kBlock; j += 32) {
+      __m256i u0, u1, u2, u3;
+      const __m256i c0 = EncodeY8(y + j, fast, &u0), c1 = EncodeY8(y + j + 8, fast, &u1);
+      const __m256i c2 = EncodeY8(y + j + 16, fast, &u2), c3 = EncodeY8(y + j + 24, fast, &u3);
+      Store32Rcp(q + j, x + j, vscale, bin, c0, c1, c2, c3, u0, u1, u2, u3);
+    }
+  } else {
+    for (int64_t j = 0; j < kBlock; j += 32) {
+      Store32(q + j, EncodeDiv8(x + j, vscale, bin), EncodeDiv8(x + j + 8, vscale, bin),
+              EncodeDiv8(x + j + 16, vscale, bin), EncodeDiv8(x + j + 24, vscale, bin));
+    }
+  }
+}
+
+// The broadcast scalars of AdagradStep and a block's dequantizing absmax.
+struct Step8 {
+  __m256 absmax, lr, gs, wd, eps;
+};
+
+__attribute__((target("avx2"))) inline Step8 MakeStep8(float absmax, const AdagradScalars &k) {
+  return Step8{_mm256_set1_ps(absmax), _mm256_set1_ps(k.lr), _mm256_set1_ps(k.gnorm_scale),
+               _mm256_set1_ps(k.weight_decay), _mm256_set1_ps(k.eps)};
+}
+
+// Decode, AdagradStep and AbsBitsMax for 8 elements: p updated in place (when kWrite), the new sums to s,
+// their |bits| folded into amax.
+template <bool kWrite>
+__attribute__((target("avx2"))) inline void Update8(const uint8_t *qb, float *p, const float *g, const Step8 &k,
+                                                    const float *code, float *s, __m256i *amax) {
+  const __m256 old = _mm256_setr_ps(code[qb[0]], code[qb[1]], code[qb[2]], code[qb[3]], code[qb[4]], code[qb[5]],
+                                    code[qb[6]], code[qb[7]]);
+  __m256 sj = _mm256_mul_ps(old, k.absmax);                                         // Decode
+  __m256 pj = _mm256_loadu_ps(p);
+  const __m256 gj = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(g), k.gs), _mm256_mul_ps(k.wd, pj));
+  sj = _mm256_add_ps(sj, _mm256_mul_ps(gj, gj));
+  pj = _mm256_sub_ps(pj, _mm256_mul_ps(k.lr, _mm256_div_ps(gj, _mm256_add_ps(_mm256_sqrt_ps(sj), k.eps))));
+  if (kWrite) _mm256_storeu_ps(p, pj);
+  _mm256_store_ps(s, sj);
+  *amax = _mm256_max_epu32(*amax, _mm256_and_si256(_mm256_castps_si256(sj), _mm256_set1_epi32(0x7FFFFFFF)));
+}
+
+__attribute__((target("avx2"))) inline float MaxBits(__m256i amax) {
+  __m128i m = _mm_max_epu32(_mm256_castsi256_si128(amax), _mm256_extracti128_si256(amax, 1));
+  m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4E));
+  m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0xB1));
+  return quant8::BitsFloat(static_cast<uint32_t>(_mm_cvtsi128_si32(m)));
+}
+
+// Decode, AdagradStep and AbsBitsMax over a whole float32 block: p updated in place (when kWrite), the new sums in
+// s[0, kBlock); returns their absmax.
+template <bool kWrite>
+__attribute__((target("avx2"))) float Update(const uint8_t *qb, float absmax, float *p, const float *g,
+                                             const AdagradScalars &k, const float *code, float *s) {
+  const Step8 k8 = MakeStep8(absmax, k);
+  __m256i amax = _mm256_setzero_si256();
+  for (int64_t j = 0; j < kBlock; j += 8) Update8<kWrite>(qb + j, p + j, g + j, k8, code, s + j, &amax);
+  return MaxBits(amax);
+}
+
+// As Update (writing), while re-quantizing the previous block: the codes of x[0, kBlock) / scale to xq, through
+// x * r (r = 1 / scale, scale in [kMinScale, kMaxScale]). The two interleaved keep the divider (the update) and
+// the load and integer units (the table reads of both) busy together.
+__attribute__((target("avx2"))) float UpdateEncode(const uint8_t *qb, float absmax, float *p, const float *g,
+                                                   const AdagradScalars &k, const quant8::Tables &t, float *s,
+                                                   const float *x, float scale, uint8_t *xq) {
+  const Step8 k8 = MakeStep8(absmax, k);
+  const __m256 vscale = _mm256_set1_ps(scale);
+  const uint32_t *fast = ShortcutBins(t), *bin = t.bin;
+  __m256i amax = _mm256_setzero_si256();
+  alignas(32) float y[kBlock];
+  ScaleBlock(x, _mm256_set1_ps(1.0f / scale), y);
+  for (int64_t j = 0; j < kBlock; j += 32) {
+    __m256i u0, u1, u2, u3;
+    Update8<true>(qb + j, p + j, g + j, k8, t.code, s + j, &amax);
+    const __m256i c0 = EncodeY8(y + j, fast, &u0);
+    Update8<true>(qb + j + 8, p + j + 8, g + j + 8, k8, t.code, s + j + 8, &amax);
+    const __m256i c1 = EncodeY8(y + j + 8, fast, &u1);
+    Update8<true>(qb + j + 16, p + j + 16, g + j + 16, k8, t.code, s + j + 16, &amax);
+    const __m256i c2 = EncodeY8(y + j + 16, fast, &u2);
+    Update8<true>(qb + j + 24, p + j + 24, g + j + 24, k8, t.code, s + j + 24, &amax);
+    const __m256i c3 = EncodeY8(y + j + 24, fast, &u3);
+    Store32Rcp(xq + j, x + j, vscale, bin, c0, c1, c2, c3, u0, u1, u2, u3);
+  }
+  return MaxBits(amax);
+}
+
+// Blocks [b0, b1) of a float32 tensor, all whole, updated and re-quantized: block b's update runs together with
+// block b - 1's re-quantizing (UpdateEncode). Block-wise (encode_absmax < 0): each block dequantizes with
+// absmax[b], which then gets the block's new absmax, the one its codes use. Tensor-wise: every block dequantizes
+// with `tensor_absmax` and re-quantizes with encode_absmax; absmax is not touched.
+__attribute__((target("avx2"))) void Blocks(int64_t b0, int64_t b1, float *p, uint8_t *q, float *absmax,
+                                            const float *g, const AdagradScalars &k, const quant8::Tables &t,
+                                            float tensor_absmax, float encode_absmax) {
+  alignas(32) float buf[2][kBlock];
+  float prev_scale = 0.0f;
+  for (int64_t b = b0; b < b1; ++b) {
+    float *s = buf[b & 1], *prev = buf[(b - 1) & 1];
+    const int64_t begin = b * kBlock;
+    const float old = encode_absmax >= 0.0f ? tensor_absmax : absmax[b];
+    float amax;
+    if (b > b0 && prev_scale >= kMinScale && prev_scale <= kMaxScale) {
+      amax = UpdateEncode(q + begin, old, p + begin, g + begin, k, t, s, prev, prev_scale, q + begin - kBlock);
+    } else {
+      if (b > b0) ms_optim::EncodeBlock(prev, kBlock, prev_scale, q + begin - kBlock, t);
+      amax = Update<true>(q + begin, old, p + begin, g + begin, k, t.code, s);
+    }
+    if (encode_absmax < 0.0f) absmax[b] = amax;
+    prev_scale = encode_absmax >= 0.0f ? encode_absmax : amax;
+  }
+  if (b1 > b0) ms_optim::EncodeBlock(buf[(b1 - 1) & 1], kBlock, prev_scale, q + (b1 - 1) * kBlock, t);
+}
+
+}  // namespace avx2
+
+inline bool HasAvx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+#endif
+
+void EncodeBlock(const float *x, int64_t len, float scale, uint8_t *q, const quant8::Tables &t) {
+  if (!(scale > 0.0f)) {
+    for (int64_t j = 0; j < len; ++j) q[j] = static_cast<uint8_t>(quant8::kZeroCode);
+    return;
+  }
+#ifdef MS_OPTIM_AVX2
+  if (len == kBlock && HasAvx2()) {
+    avx2::EncodeBlock(x, scale, q, t);
+    return;
+  }
+#endif
+  for (int64_t j = 0; j < len; ++j) q[j] = quant8::Encode(t.bin, x[j] / scale);
+}
+
 template <typename P>
 inline float Block8Any(int64_t begin, int64_t len, P *p, uint8_t *q, float absmax, const P *g,
                        const AdagradScalars &k, const quant8::Tables &t, float encode_absmax, bool write) {
   if constexpr (std::is_same_v<P, float>) {
+#ifdef MS_OPTIM_AVX2
+    if (len == kBlock && !write && HasAvx2()) {
+      alignas(32) float s[kBlock];
+      return avx2::Update<false>(q + begin, absmax, p + begin, g + begin, k, t.code, s);
+    }
+#endif
     return Block8F32(begin, len, p, q, absmax, g, k, t, encode_absmax, write);
   } else {
     return Block8(begin, len, p, q, absmax, g, k, t, encode_absmax, write);
+  }
+}
+
+// Blocks [b0, b1) updated and re-quantized. Block-wise (encode_absmax < 0): block b dequantizes with absmax[b],
+// which gets its new absmax. Tensor-wise: dequantize with tensor_absmax, re-quantize with encode_absmax.
+template <typename P>
+void UpdateBlocks(int64_t n, int64_t b0, int64_t b1, P *p, uint8_t *q, float *absmax, const P *g,
+                  const AdagradScalars &k, const quant8::Tables &t, float tensor_absmax, float encode_absmax) {
+#ifdef MS_OPTIM_AVX2
+  if constexpr (std::is_same_v<P, float>) {
+    const int64_t whole = std::min(b1, n / kBlock);  // the last block may be partial
+    if (whole > b0 && HasAvx2()) {
+      avx2::Blocks(b0, whole, p, q, absmax, g, k, t, tensor_absmax, encode_absmax);
+      b0 = whole;
+    }
+  }
+#endif
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t begin = b * kBlock, len = std::min(n - begin, kBlock);
+    if (encode_absmax >= 0.0f) {
+      Block8Any(begin, len, p, q, tensor_absmax, g, k, t, encode_absmax, true);
+    } else {
+      absmax[b] = Block8Any(begin, len, p, q, absmax[b], g, k, t, -1.0f, true);
+    }
   }
 }
 
@@ -173,12 +457,8 @@ template <typename P>
 void Adagrad8Blockwise(int64_t n, P *p, uint8_t *q, float *absmax, const P *g, const AdagradScalars &k,
                        const quant8::Tables &t) {
   const int64_t blocks = (n + kBlock - 1) / kBlock;
-  ParallelFor(blocks, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t begin = b * kBlock;
-      absmax[b] = Block8Any(begin, std::min(n - begin, kBlock), p, q, absmax[b], g, k, t, -1.0f, true);
-    }
-  }, std::max<int64_t>(1, kMinElementsPerThread / kBlock), 1);
+  ParallelFor(blocks, [&](int64_t b0, int64_t b1) { UpdateBlocks(n, b0, b1, p, q, absmax, g, k, t, 0.0f, -1.0f); },
+              std::max<int64_t>(1, kMinElementsPerThread / kBlock), 1);
 }
 
 // One absmax for the tensor: a first pass computes the new sums without writing, for their absmax (per-block
@@ -199,12 +479,8 @@ void Adagrad8Tensorwise(int64_t n, P *p, uint8_t *q, float *absmax, const P *g, 
   uint32_t amax_bits = 0;
   for (float m : maxima) amax_bits = quant8::AbsBitsMax(amax_bits, m);
   const float amax = quant8::BitsFloat(amax_bits);
-  ParallelFor(blocks, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t begin = b * kBlock;
-      Block8Any(begin, std::min(n - begin, kBlock), p, q, old, g, k, t, amax, true);
-    }
-  }, min_blocks, 1);
+  ParallelFor(blocks, [&](int64_t b0, int64_t b1) { UpdateBlocks(n, b0, b1, p, q, absmax, g, k, t, old, amax); },
+              min_blocks, 1);
   absmax[0] = amax;
 }
 
