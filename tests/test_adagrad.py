@@ -348,9 +348,10 @@ def test_fused_low_precision_params_match_oracle(case, dtype):
 
 
 _THREADS_SCRIPT = textwrap.dedent("""
-    import sys, numpy as np, mindspore as ms
+    import ctypes, sys, numpy as np, mindspore as ms
     from mindspore import Parameter, Tensor
     import ms_optim
+    from ms_optim import kernels
     ms.set_device("CPU")
     n = 3 * (1 << 20) + 17  # many blocks per thread, a partial last block
     out = []
@@ -361,20 +362,37 @@ _THREADS_SCRIPT = textwrap.dedent("""
         for _ in range(3):
             opt((Tensor(rng.standard_normal(n).astype(np.float32)),))
         out += [np.atleast_1d(x.asnumpy()).view(np.uint8).ravel() for x in opt.get_parameters()]
+    # the quantizer on its own, on the values of sys.argv[2] (block-wise)
+    x = np.load(sys.argv[2])
+    codes = np.zeros(x.size, np.uint8)
+    absmax = np.zeros(-(-x.size // 256), np.float32)
+    ptr = lambda a: a.ctypes.data_as(ctypes.c_void_p)
+    ctypes.CDLL(kernels.locate_library("adagrad")).MsOptimQuant8Quantize(ptr(x), ctypes.c_int64(x.size), 1,
+                                                                         ptr(codes), ptr(absmax))
+    out += [codes, absmax.view(np.uint8)]
     np.save(sys.argv[1], np.concatenate(out))
 """)
 
 
-def test_results_do_not_depend_on_thread_count(tmp_path):
+def test_results_do_not_depend_on_thread_count_or_instruction_set(tmp_path):
+    """Bit-identical state and parameters for 1, 2 and 3 threads, and for each hand-written 8-bit block loop
+    (MS_OPTIM_QUANT8_SIMD caps it: 'none' is the portable loop; 'avx2' and 'avx512' run where the CPU has them, else
+    the best below), on updates and on the quantizer near every threshold."""
     script = tmp_path / "threads.py"
     script.write_text(_THREADS_SCRIPT)
-    outputs = []
-    for threads in (1, 3):
+    values = [(quantization.THRESHOLDS.astype(np.float32) * np.float32(s)).view(np.int32)[:, None]
+              + np.arange(-12, 13, dtype=np.int32) for s in (1.0, 0.37, 3e-20)]
+    values = np.concatenate([v.ravel() for v in values]).view(np.float32)
+    values = values[np.isfinite(values)]
+    np.save(tmp_path / "values.npy", np.ascontiguousarray(values))
+    outputs = {}
+    for threads, simd in ((1, "none"), (3, "avx2"), (2, "avx512")):
         out = tmp_path / f"out{threads}.npy"
-        env = dict(os.environ, MS_OPTIM_NUM_THREADS=str(threads))
-        subprocess.run([sys.executable, str(script), str(out)], env=env, check=True, capture_output=True)
-        outputs.append(np.load(out))
-    assert outputs[0].tobytes() == outputs[1].tobytes()
+        env = dict(os.environ, MS_OPTIM_NUM_THREADS=str(threads), MS_OPTIM_QUANT8_SIMD=simd)
+        subprocess.run([sys.executable, str(script), str(out), str(tmp_path / "values.npy")], env=env, check=True,
+                       capture_output=True)
+        outputs[simd] = np.load(out)
+    assert outputs["none"].tobytes() == outputs["avx2"].tobytes() == outputs["avx512"].tobytes()
 
 
 def test_kernel_refuses_a_wrong_absmax_and_writes_nothing():

@@ -14,6 +14,8 @@
 #include "adagrad_math.h"
 #include "quant8.h"
 
+#include <cstdlib>
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define MS_OPTIM_AVX2 1
@@ -128,9 +130,10 @@ MS_OPTIM_SIMD_CLONES float Block8F32(int64_t begin, int64_t len, float *p, uint8
 //   - re-quantizing does not divide: it multiplies by r = 1 / absmax (one division per block), which puts
 //     x * r within a few units in the last place of the true quotient x / absmax; the code of x * r is the code of
 //     x / absmax unless a threshold lies within kMargin float32 patterns of x * r, which the table below makes a
-//     two-instruction test; only the 8-value vectors where it is undecided are divided (on Adagrad sums about 1
-//     value in 300, most of them the block's absmax itself: x * r = 1.0 is the lowest value of its bin, which the
-//     test leaves undecided).
+//     two-instruction test; only the 8-value vectors where it is undecided are divided. The block's absmax itself
+//     (x / absmax = 1.0 exactly, x * r at an end of a bin, which the test leaves undecided) is taken out first
+//     (OneIfScale): it made one vector in every block go the slow way; on Adagrad sums about 1 value in 4000 is
+//     left to divide.
 namespace avx2 {
 
 // x * r with r = RN(1 / a) against RN(x / a): |x*r - x/a| <= (2u + u^2)|x/a| and |RN(x/a) - x/a| <= u|x/a|
@@ -255,12 +258,26 @@ __attribute__((target("avx2"))) inline void Store32(uint8_t *q, __m256i a, __m25
                       _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), lane_order));
 }
 
+// Where x[0, 8) equals the scale, the code is kOneCode (x / scale = 1.0 exactly) and the lane is decided: x * r is
+// 1.0 or the float just below it, at an end of a bin, which the shortcut test leaves undecided - in every block,
+// since the block's absmax is one of its values.
+__attribute__((target("avx2"))) inline void OneIfScale(const float *x, __m256 scale, __m256i *c, __m256i *undecided) {
+  const __m256i one = _mm256_castps_si256(_mm256_cmp_ps(_mm256_loadu_ps(x), scale, _CMP_EQ_OQ));
+  *c = _mm256_blendv_epi8(*c, _mm256_set1_epi32(quant8::kOneCode), one);
+  *undecided = _mm256_andnot_si256(one, *undecided);
+}
+
 // Stores the codes c0..c3 of x[0, 32) / scale (EncodeY8), those of the 8 values where an undecided mask u0..u3
 // is set replaced by the codes by division (typically once a block: the block's absmax itself gives x * r = 1.0 or
 // next to it, the lowest values of a bin, which the test leaves undecided).
 __attribute__((target("avx2"))) inline void Store32Rcp(uint8_t *q, const float *x, __m256 scale, const uint32_t *bin,
                                                      __m256i c0, __m256i c1, __m256i c2, __m256i c3, __m256i u0,
                                                      __m256i u1, __m256i u2, __m256i u3) {
+  // an element equal to the scale (the block's absmax) is 1.0 exactly, code kOneCode: decided here
+  OneIfScale(x, scale, &c0, &u0);
+  OneIfScale(x + 8, scale, &c1, &u1);
+  OneIfScale(x + 16, scale, &c2, &u2);
+  OneIfScale(x + 24, scale, &c3, &u3);
   const __m256i u = _mm256_or_si256(_mm256_or_si256(u0, u1), _mm256_or_si256(u2, u3));
   if (__builtin_expect(!_mm256_testz_si256(u, u), 0)) {
     if (!_mm256_testz_si256(u0, u0)) c0 = EncodeDiv8(x, scale, bin);
@@ -365,25 +382,216 @@ __attribute__((target("avx2"))) float UpdateEncode(const uint8_t *qb, float absm
   return MaxBits(amax);
 }
 
+}  // namespace avx2
+
+// ---- AVX-512 specializations (x86-64 with AVX-512F and AVX-512BW, chosen at run time): the AVX2 block loop 16
+// elements at a time, with the table reads as gathers (one instruction for 16 reads, where AVX2 needs 8 scalar
+// loads and 7 inserts) and the codes stored by one narrowing move. Same operations in the same order as the scalar
+// definitions and the AVX2 forms (the same shortcut table, margin and division fallback), so bit for bit the same
+// results; tests/test_adagrad.py runs the kernels under each instruction set the machine has (MS_OPTIM_QUANT8_SIMD)
+// and compares them.
+#define MS_OPTIM_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+namespace avx512 {
+
+using avx2::kMargin;
+using avx2::kMaxScale;
+using avx2::kMinScale;
+
+// quant8::Encode for the 16 values whose float32 bits are `bits` (quant8's bin table).
+MS_OPTIM_TARGET_AVX512 inline __m512i EncodeBits16(__m512i bits, const uint32_t *bin) {
+  const __m512i mask = _mm512_set1_epi32(0xFFFF);
+  const __m512i entry = _mm512_i32gather_epi32(_mm512_srli_epi32(bits, 16), bin, 4);
+  const __m512i order = _mm512_and_si512(_mm512_xor_si512(bits, _mm512_srai_epi32(bits, 31)), mask);  // BinOrder
+  const __mmask16 above = _mm512_cmpgt_epu32_mask(order, _mm512_and_si512(entry, mask));
+  const __m512i code = _mm512_srli_epi32(entry, 16);
+  return _mm512_mask_add_epi32(code, above, code, _mm512_set1_epi32(1));
+}
+
+// Codes of y = x * r for 16 values (avx2::EncodeY8's shortcut, the undecided test on 32-bit lanes); returns in
+// *undecided the lanes where it does not decide.
+MS_OPTIM_TARGET_AVX512 inline __m512i EncodeY16(__m512 y, const uint32_t *fast, __mmask16 *undecided) {
+  const __m512i bits = _mm512_castps_si512(y);
+  const __m512i e = _mm512_i32gather_epi32(_mm512_srli_epi32(bits, 16), fast, 4);
+  const __m512i v = _mm512_add_epi32(_mm512_xor_si512(bits, _mm512_srai_epi32(bits, 31)), e);
+  // BinOrder - offset in [-kMargin, kMargin] (mod 2^16), or a flagged bin (bit 31 of v)
+  const __m512i near = _mm512_and_si512(_mm512_add_epi32(v, _mm512_set1_epi32(kMargin + 1)), _mm512_set1_epi32(0xFFFF));
+  *undecided = _mm512_cmple_epu32_mask(near, _mm512_set1_epi32(2 * kMargin)) |
+               _mm512_cmplt_epi32_mask(v, _mm512_setzero_si512());
+  return _mm512_srli_epi32(v, 16);
+}
+
+// The codes of x[0, 16) / scale to q, through x * r (r = 1 / scale, scale in [kMinScale, kMaxScale]); an element
+// equal to the scale gets kOneCode (avx2::OneIfScale), the other undecided lanes (rare) are divided.
+MS_OPTIM_TARGET_AVX512 inline void Encode16(const float *x, __m512 r, __m512 scale, const uint32_t *fast,
+                                              const uint32_t *bin, uint8_t *q) {
+  const __m512 xj = _mm512_loadu_ps(x);
+  __mmask16 undecided;
+  __m512i c = EncodeY16(_mm512_mul_ps(xj, r), fast, &undecided);
+  const __mmask16 one = _mm512_cmp_ps_mask(xj, scale, _CMP_EQ_OQ);
+  c = _mm512_mask_mov_epi32(c, one, _mm512_set1_epi32(quant8::kOneCode));
+  undecided &= static_cast<__mmask16>(~one);
+  if (__builtin_expect(undecided != 0, 0)) {
+    c = _mm512_mask_mov_epi32(c, undecided, EncodeBits16(_mm512_castps_si512(_mm512_div_ps(xj, scale)), bin));
+  }
+  _mm_storeu_si128(reinterpret_cast<__m128i *>(q), _mm512_cvtepi32_epi8(c));
+}
+
+// A whole block (kBlock values) with scale > 0.
+MS_OPTIM_TARGET_AVX512 void EncodeBlock(const float *x, float scale, uint8_t *q, const quant8::Tables &t) {
+  const __m512 vscale = _mm512_set1_ps(scale);
+  if (scale >= kMinScale && scale <= kMaxScale) {
+    const __m512 r = _mm512_set1_ps(1.0f / scale);
+    const uint32_t *fast = avx2::ShortcutBins(t);
+    for (int64_t j = 0; j < kBlock; j += 16) Encode16(x + j, r, vscale, fast, t.bin, q + j);
+  } else {
+    for (int64_t j = 0; j < kBlock; j += 16) {
+      const __m512i c = EncodeBits16(_mm512_castps_si512(_mm512_div_ps(_mm512_loadu_ps(x + j), vscale)), t.bin);
+      _mm_storeu_si128(reinterpret_cast<__m128i *>(q + j), _mm512_cvtepi32_epi8(c));
+    }
+  }
+}
+
+// The code table in registers: 16 vectors of 16 floats.
+struct CodeRegs {
+  __m512 t[16];
+};
+
+MS_OPTIM_TARGET_AVX512 inline CodeRegs LoadCode(const float *code) {
+  CodeRegs c;
+  for (int i = 0; i < 16; ++i) c.t[i] = _mm512_loadu_ps(code + 16 * i);
+  return c;
+}
+
+// code[q] for 16 codes: eight two-vector permutes (32 entries each, by the low 5 bits), then a select by each of
+// the 3 high bits.
+MS_OPTIM_TARGET_AVX512 inline __m512 Decode16(__m512i q, const CodeRegs &c) {
+  __m512 a[8];
+  for (int i = 0; i < 8; ++i) a[i] = _mm512_permutex2var_ps(c.t[2 * i], q, c.t[2 * i + 1]);
+  const __mmask16 b5 = _mm512_test_epi32_mask(q, _mm512_set1_epi32(32));
+  const __mmask16 b6 = _mm512_test_epi32_mask(q, _mm512_set1_epi32(64));
+  const __mmask16 b7 = _mm512_test_epi32_mask(q, _mm512_set1_epi32(128));
+  for (int i = 0; i < 4; ++i) a[i] = _mm512_mask_blend_ps(b5, a[2 * i], a[2 * i + 1]);
+  for (int i = 0; i < 2; ++i) a[i] = _mm512_mask_blend_ps(b6, a[2 * i], a[2 * i + 1]);
+  return _mm512_mask_blend_ps(b7, a[0], a[1]);
+}
+
+struct Step16 {
+  __m512 absmax, lr, gs, wd, eps;
+};
+
+MS_OPTIM_TARGET_AVX512 inline Step16 MakeStep16(float absmax, const AdagradScalars &k) {
+  return Step16{_mm512_set1_ps(absmax), _mm512_set1_ps(k.lr), _mm512_set1_ps(k.gnorm_scale),
+                _mm512_set1_ps(k.weight_decay), _mm512_set1_ps(k.eps)};
+}
+
+// avx2::Update8 for 16 elements.
+template <bool kWrite>
+MS_OPTIM_TARGET_AVX512 inline void Update16(const uint8_t *qb, float *p, const float *g, const Step16 &k,
+                                              const CodeRegs &code, float *s, __m512i *amax) {
+  const __m512i qi = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(qb)));
+  __m512 sj = _mm512_mul_ps(Decode16(qi, code), k.absmax);                                  // Decode
+  __m512 pj = _mm512_loadu_ps(p);
+  const __m512 gj = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(g), k.gs), _mm512_mul_ps(k.wd, pj));
+  sj = _mm512_add_ps(sj, _mm512_mul_ps(gj, gj));
+  pj = _mm512_sub_ps(pj, _mm512_mul_ps(k.lr, _mm512_div_ps(gj, _mm512_add_ps(_mm512_sqrt_ps(sj), k.eps))));
+  if (kWrite) _mm512_storeu_ps(p, pj);
+  _mm512_store_ps(s, sj);
+  *amax = _mm512_max_epu32(*amax, _mm512_and_si512(_mm512_castps_si512(sj), _mm512_set1_epi32(0x7FFFFFFF)));
+}
+
+// avx2::Update: decode, update and absmax over a whole block.
+template <bool kWrite>
+MS_OPTIM_TARGET_AVX512 float Update(const uint8_t *qb, float absmax, float *p, const float *g,
+                                    const AdagradScalars &k, const float *code, float *s) {
+  const Step16 k16 = MakeStep16(absmax, k);
+  const CodeRegs c = LoadCode(code);
+  __m512i amax = _mm512_setzero_si512();
+  for (int64_t j = 0; j < kBlock; j += 16) Update16<kWrite>(qb + j, p + j, g + j, k16, c, s + j, &amax);
+  return quant8::BitsFloat(_mm512_reduce_max_epu32(amax));
+}
+
+// avx2::UpdateEncode: block b's update in the same loop as block b - 1's re-quantizing.
+MS_OPTIM_TARGET_AVX512 float UpdateEncode(const uint8_t *qb, float absmax, float *p, const float *g,
+                                          const AdagradScalars &k, const quant8::Tables &t, float *s,
+                                          const float *x, float scale, uint8_t *xq) {
+  const Step16 k16 = MakeStep16(absmax, k);
+  const __m512 vscale = _mm512_set1_ps(scale), r = _mm512_set1_ps(1.0f / scale);
+  const uint32_t *fast = avx2::ShortcutBins(t);
+  const CodeRegs c = LoadCode(t.code);
+  __m512i amax = _mm512_setzero_si512();
+  for (int64_t j = 0; j < kBlock; j += 16) {
+    Update16<true>(qb + j, p + j, g + j, k16, c, s + j, &amax);
+    Encode16(x + j, r, vscale, fast, t.bin, xq + j);
+  }
+  return quant8::BitsFloat(_mm512_reduce_max_epu32(amax));
+}
+
+}  // namespace avx512
+
+// The hand-written block loops, one policy per instruction set, for Blocks below.
+struct Avx2Blocks {
+  static float Update(const uint8_t *qb, float absmax, float *p, const float *g, const AdagradScalars &k,
+                      const float *code, float *s) {
+    return avx2::Update<true>(qb, absmax, p, g, k, code, s);
+  }
+  static float UpdateEncode(const uint8_t *qb, float absmax, float *p, const float *g, const AdagradScalars &k,
+                            const quant8::Tables &t, float *s, const float *x, float scale, uint8_t *xq) {
+    return avx2::UpdateEncode(qb, absmax, p, g, k, t, s, x, scale, xq);
+  }
+};
+
+struct Avx512Blocks {
+  static float Update(const uint8_t *qb, float absmax, float *p, const float *g, const AdagradScalars &k,
+                      const float *code, float *s) {
+    return avx512::Update<true>(qb, absmax, p, g, k, code, s);
+  }
+  static float UpdateEncode(const uint8_t *qb, float absmax, float *p, const float *g, const AdagradScalars &k,
+                            const quant8::Tables &t, float *s, const float *x, float scale, uint8_t *xq) {
+    return avx512::UpdateEncode(qb, absmax, p, g, k, t, s, x, scale, xq);
+  }
+};
+
+// The instruction set of the hand-written 8-bit loops: the best the CPU has, capped by MS_OPTIM_QUANT8_SIMD
+// ("avx512", "avx2" or "none"; for tests that compare them, and for diagnosis).
+enum class Simd { kNone, kAvx2, kAvx512 };
+
+inline Simd Quant8Simd() {
+  static const Simd simd = [] {
+    Simd best = Simd::kNone;
+    if (__builtin_cpu_supports("avx2")) best = Simd::kAvx2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
+      best = Simd::kAvx512;
+    }
+    const char *cap = std::getenv("MS_OPTIM_QUANT8_SIMD");
+    Simd limit = Simd::kAvx512;
+    if (cap != nullptr && std::strcmp(cap, "avx2") == 0) limit = Simd::kAvx2;
+    if (cap != nullptr && std::strcmp(cap, "none") == 0) limit = Simd::kNone;
+    return std::min(best, limit);
+  }();
+  return simd;
+}
+
 // Blocks [b0, b1) of a float32 tensor, all whole, updated and re-quantized: block b's update runs together with
-// block b - 1's re-quantizing (UpdateEncode). Block-wise (encode_absmax < 0): each block dequantizes with
+// block b - 1's re-quantizing (Isa::UpdateEncode). Block-wise (encode_absmax < 0): each block dequantizes with
 // absmax[b], which then gets the block's new absmax, the one its codes use. Tensor-wise: every block dequantizes
 // with `tensor_absmax` and re-quantizes with encode_absmax; absmax is not touched.
-__attribute__((target("avx2"))) void Blocks(int64_t b0, int64_t b1, float *p, uint8_t *q, float *absmax,
+template <class Isa>
+void Blocks(int64_t b0, int64_t b1, float *p, uint8_t *q, float *absmax,
                                             const float *g, const AdagradScalars &k, const quant8::Tables &t,
                                             float tensor_absmax, float encode_absmax) {
-  alignas(32) float buf[2][kBlock];
+  alignas(64) float buf[2][kBlock];  // 64: the AVX-512 loops store to it aligned
   float prev_scale = 0.0f;
   for (int64_t b = b0; b < b1; ++b) {
     float *s = buf[b & 1], *prev = buf[(b - 1) & 1];
     const int64_t begin = b * kBlock;
     const float old = encode_absmax >= 0.0f ? tensor_absmax : absmax[b];
     float amax;
-    if (b > b0 && prev_scale >= kMinScale && prev_scale <= kMaxScale) {
-      amax = UpdateEncode(q + begin, old, p + begin, g + begin, k, t, s, prev, prev_scale, q + begin - kBlock);
+    if (b > b0 && prev_scale >= avx2::kMinScale && prev_scale <= avx2::kMaxScale) {
+      amax = Isa::UpdateEncode(q + begin, old, p + begin, g + begin, k, t, s, prev, prev_scale, q + begin - kBlock);
     } else {
       if (b > b0) ms_optim::EncodeBlock(prev, kBlock, prev_scale, q + begin - kBlock, t);
-      amax = Update<true>(q + begin, old, p + begin, g + begin, k, t.code, s);
+      amax = Isa::Update(q + begin, old, p + begin, g + begin, k, t.code, s);
     }
     if (encode_absmax < 0.0f) absmax[b] = amax;
     prev_scale = encode_absmax >= 0.0f ? encode_absmax : amax;
@@ -391,12 +599,6 @@ __attribute__((target("avx2"))) void Blocks(int64_t b0, int64_t b1, float *p, ui
   if (b1 > b0) ms_optim::EncodeBlock(buf[(b1 - 1) & 1], kBlock, prev_scale, q + (b1 - 1) * kBlock, t);
 }
 
-}  // namespace avx2
-
-inline bool HasAvx2() {
-  static const bool has = __builtin_cpu_supports("avx2");
-  return has;
-}
 #endif
 
 void EncodeBlock(const float *x, int64_t len, float scale, uint8_t *q, const quant8::Tables &t) {
@@ -405,7 +607,11 @@ void EncodeBlock(const float *x, int64_t len, float scale, uint8_t *q, const qua
     return;
   }
 #ifdef MS_OPTIM_AVX2
-  if (len == kBlock && HasAvx2()) {
+  if (len == kBlock && Quant8Simd() == Simd::kAvx512) {
+    avx512::EncodeBlock(x, scale, q, t);
+    return;
+  }
+  if (len == kBlock && Quant8Simd() == Simd::kAvx2) {
     avx2::EncodeBlock(x, scale, q, t);
     return;
   }
@@ -418,7 +624,11 @@ inline float Block8Any(int64_t begin, int64_t len, P *p, uint8_t *q, float absma
                        const AdagradScalars &k, const quant8::Tables &t, float encode_absmax, bool write) {
   if constexpr (std::is_same_v<P, float>) {
 #ifdef MS_OPTIM_AVX2
-    if (len == kBlock && !write && HasAvx2()) {
+    if (len == kBlock && !write && Quant8Simd() == Simd::kAvx512) {
+      alignas(64) float s[kBlock];
+      return avx512::Update<false>(q + begin, absmax, p + begin, g + begin, k, t.code, s);
+    }
+    if (len == kBlock && !write && Quant8Simd() == Simd::kAvx2) {
       alignas(32) float s[kBlock];
       return avx2::Update<false>(q + begin, absmax, p + begin, g + begin, k, t.code, s);
     }
@@ -437,8 +647,11 @@ void UpdateBlocks(int64_t n, int64_t b0, int64_t b1, P *p, uint8_t *q, float *ab
 #ifdef MS_OPTIM_AVX2
   if constexpr (std::is_same_v<P, float>) {
     const int64_t whole = std::min(b1, n / kBlock);  // the last block may be partial
-    if (whole > b0 && HasAvx2()) {
-      avx2::Blocks(b0, whole, p, q, absmax, g, k, t, tensor_absmax, encode_absmax);
+    if (whole > b0 && Quant8Simd() == Simd::kAvx512) {
+      Blocks<Avx512Blocks>(b0, whole, p, q, absmax, g, k, t, tensor_absmax, encode_absmax);
+      b0 = whole;
+    } else if (whole > b0 && Quant8Simd() == Simd::kAvx2) {
+      Blocks<Avx2Blocks>(b0, whole, p, q, absmax, g, k, t, tensor_absmax, encode_absmax);
       b0 = whole;
     }
   }
