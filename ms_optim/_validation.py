@@ -1,6 +1,7 @@
 """Argument checks shared by every ms_optim optimizer, with MindSpore-style messages that name the argument
 and the value. Optimizers run them before building anything, so a bad argument leaves nothing half-made."""
 import math
+import numbers
 
 from ms_optim.kernels import IMPLS
 
@@ -95,8 +96,9 @@ def check_closed_unit_interval(cls_name, arg_name, value):
 
 
 def check_learning_rate(cls_name, value, arg_name="learning_rate"):
-    """int, float, Tensor, LearningRateSchedule or an iterable of numbers; a str is not one (nn.Optimizer would
-    hand it to numpy and fail with a message that does not name the argument)."""
+    """int, float, Tensor, LearningRateSchedule or an iterable of numbers; a str is not one, nor is a list or tuple
+    holding something other than numbers (nn.Optimizer would hand either to numpy and fail with a message that does
+    not name the argument)."""
     from collections.abc import Iterable
     from mindspore import Tensor
     from mindspore.nn.learning_rate_schedule import LearningRateSchedule
@@ -105,12 +107,39 @@ def check_learning_rate(cls_name, value, arg_name="learning_rate"):
     if not ok:
         raise TypeError(f"For '{cls_name}', the '{arg_name}' must be int, float, Tensor, Iterable or "
                         f"LearningRateSchedule, but got {value!r} with type '{type(value).__name__}'.")
+    if isinstance(value, (list, tuple)):
+        for x in value:
+            if not isinstance(x, (int, float)) or isinstance(x, bool):
+                raise TypeError(f"For '{cls_name}', the '{arg_name}' given as a list must hold int or float values, "
+                                f"but got {x!r} with type '{type(x).__name__}' in it.")
     return value
+
+
+def check_lr_not_negative(value):
+    """The "Invalid learning rate: {lr}" ValueError of torch-style optimizers (bitsandbytes, labml) for a negative
+    learning rate: a number, a list or tuple of numbers, or a Tensor (any negative element). A schedule is not
+    evaluated."""
+    import numpy as np
+    from mindspore import Tensor
+    if isinstance(value, Tensor):
+        negative = bool(np.any(value.asnumpy() < 0))
+    elif isinstance(value, (list, tuple)):
+        negative = any(isinstance(x, numbers.Real) and x < 0 for x in value)
+    else:
+        negative = isinstance(value, numbers.Real) and value < 0
+    if negative:
+        raise ValueError(f"Invalid learning rate: {value}")
+
+
+def given_spelling(name, alias, alias_value):
+    """The spelling of a two-spelling argument that the caller used (for messages): ``alias`` when given."""
+    return name if alias_value is None else alias
 
 
 def check_params(cls_name, params):
     """A non-empty iterable of Parameters (a list, tuple, ParameterTuple, generator, filter...), or of group dicts
-    whose 'params' are Parameters; returned as a list. None or empty is a ValueError, as in nn.Optimizer."""
+    whose 'params' are Parameters (and whose 'lr', where given, passes check_learning_rate); returned as a list.
+    None or empty is a ValueError, as in nn.Optimizer."""
     from collections.abc import Iterable
     from mindspore import Parameter
     if params is None:
@@ -128,6 +157,8 @@ def check_params(cls_name, params):
                     raise TypeError(f"For '{cls_name}', the elements of 'params' in group {index} must be "
                                     f"Parameter, but got {p!r} with type '{type(p).__name__}'.")
                 _check_param_dtype(cls_name, p)
+            if "lr" in group:
+                check_learning_rate(cls_name, group["lr"], "lr")
         return params
     for p in params:
         if not isinstance(p, Parameter):

@@ -1,6 +1,5 @@
 """AdaBelief as labml defines it (rectified, amsgrad, SGD fallback, three weight-decay modes), as one
 ``nn.Optimizer`` whose update is the Adam kernel family's AdaBelief rule."""
-from numbers import Real
 
 import numpy as np
 import mindspore as ms
@@ -56,19 +55,8 @@ def _select_update_fns(impl, amsgrad):
                                    ("lr", "bc1", "bc2", "r", "hyper", "grad")),)
 
 
-def _is_number(value):
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
 def _check_number(name, arg, value):
     return check.check_type(name, arg, value, (int, float), "float or int")
-
-
-def _check_lr_values(lr):
-    """labml's ValueError for a negative learning rate (numbers, and lists or tuples of them)."""
-    values = lr if isinstance(lr, (list, tuple)) else [lr]
-    if any(_is_number(x) and not 0.0 <= x for x in values):
-        raise ValueError(f"Invalid learning rate: {lr}")
 
 
 def _weight_decay_config(name, weight_decay, weight_decouple, absolute):
@@ -211,8 +199,8 @@ class AdaBelief(nn.Optimizer):
         lr = check.resolve_alias(name, "lr", lr, _LR_DEFAULT, "learning_rate", learning_rate)
         betas = self._resolve_betas(name, betas, beta1, beta2)
         params = check.check_params(name, params)
-        check.check_learning_rate(name, lr, arg_name="lr")
-        _check_lr_values(lr)
+        check.check_learning_rate(name, lr, check.given_spelling("lr", "learning_rate", learning_rate))
+        check.check_lr_not_negative(lr)
         _check_number(name, "eps", eps)
         if not 0.0 <= eps:
             raise ValueError(f"Invalid epsilon value: {eps}")
@@ -281,8 +269,8 @@ class AdaBelief(nn.Optimizer):
         for group in params:
             if not isinstance(group, dict):
                 continue
-            if "lr" in group and (_is_number(group["lr"]) or isinstance(group["lr"], (list, tuple))):
-                _check_lr_values(group["lr"])
+            if "lr" in group:
+                check.check_lr_not_negative(group["lr"])
             if "weight_decay" in group:
                 _check_number(name, "weight_decay", group["weight_decay"])
                 if not 0.0 <= group["weight_decay"]:

@@ -1,6 +1,5 @@
 """Adagrad with float32 or block-wise 8-bit state (bitsandbytes' Adagrad, Adagrad8bit, Adagrad32bit) as one
 ``nn.Optimizer`` family: the 8- and 32-bit classes are presets of ``Adagrad``."""
-import numbers
 
 import numpy as np
 import mindspore as ms
@@ -170,10 +169,9 @@ class Adagrad(nn.Optimizer):
         # Every check runs before the base class builds anything.
         lr = check.resolve_alias(name, "lr", lr, _LR_DEFAULT, "learning_rate", learning_rate)
         params = check.check_params(name, params)
-        check.check_learning_rate(name, lr, "lr")
+        check.check_learning_rate(name, lr, check.given_spelling("lr", "learning_rate", learning_rate))
         # bitsandbytes' checks and messages (in its order), then torch's for what bitsandbytes 0.50 refuses
-        if isinstance(lr, numbers.Real) and not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
+        check.check_lr_not_negative(lr)
         if not 0.0 <= _number(name, "weight_decay", weight_decay):
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         if not 0.0 <= _number(name, "eps", eps):
@@ -236,8 +234,8 @@ class Adagrad(nn.Optimizer):
                 value = group["weight_decay"]
                 if not 0.0 <= _number(name, "weight_decay", value):
                     raise ValueError(f"Invalid weight_decay value: {value}")
-            if isinstance(group, dict) and isinstance(group.get("lr"), numbers.Real) and not 0.0 <= group["lr"]:
-                raise ValueError(f"Invalid learning rate: {group['lr']}")
+            if isinstance(group, dict) and "lr" in group:
+                check.check_lr_not_negative(group["lr"])
 
     def _weight_decay_per_param(self, params, weight_decay):
         """Each parameter's weight decay: its group's, else the `weight_decay` argument."""
@@ -325,6 +323,7 @@ class Adagrad8bit(Adagrad):
     def __init__(self, params, lr=_LR_DEFAULT, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
                  optim_bits=8, args=None, min_8bit_size=4096, percentile_clipping=100, block_wise=True, *,
                  learning_rate=None, loss_scale=1.0, impl="auto"):
+        check.check_type(self._name, "optim_bits", optim_bits, (int,), "int")
         if optim_bits != 8:
             raise ValueError("Adagrad8bit only supports optim_bits=8 (default value for compatibility)")
         super().__init__(params, lr, lr_decay, weight_decay, initial_accumulator_value, eps, 8, args, min_8bit_size,

@@ -182,7 +182,7 @@ class Adam(nn.Optimizer):
             beta1 = check.resolve_alias(name, "beta1", beta1, _BETA1_DEFAULT, "betas", betas[0])
             beta2 = check.resolve_alias(name, "beta2", beta2, _BETA2_DEFAULT, "betas", betas[1])
         params = check.check_params(name, params)
-        check.check_learning_rate(name, learning_rate)
+        check.check_learning_rate(name, learning_rate, check.given_spelling("learning_rate", "lr", lr))
         check.check_weight_decay(name, weight_decay)
         check.check_loss_scale(name, loss_scale)
         check.check_kwargs(name, kwargs, ("use_lazy", "use_offload"))

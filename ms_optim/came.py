@@ -151,7 +151,7 @@ class Came(nn.Optimizer):
         params = check.check_params(name, params)
         check.check_loss_scale(name, loss_scale)
         if learning_rate is not None:
-            check.check_learning_rate(name, learning_rate)
+            check.check_learning_rate(name, learning_rate, check.given_spelling("learning_rate", "lr", lr))
         if learning_rate is not None and relative_step:
             raise ValueError(f"For '{name}', a 'learning_rate' ({learning_rate!r}) can not be combined with "
                              f"relative_step=True, which computes its own.")

@@ -208,6 +208,43 @@ def test_auto_falls_back_with_one_warning_and_fused_raises(broken_cache, cls):
         cls([param], learning_rate=0.1, impl="fused")
 
 
+# ---- learning-rate arguments: the message names the spelling the caller used
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=ALL_IDS)
+def test_learning_rate_type_errors_name_the_argument_given(mode, cls):
+    param = Parameter(Tensor(np.ones(4, np.float32)), name="w")
+    spellings = ("learning_rate", "lr")
+    for spelling in spellings:
+        with pytest.raises(TypeError, match=f"the '{spelling}' must be int, float"):
+            cls([param], **{spelling: "0.1"})
+        with pytest.raises(TypeError, match=f"the '{spelling}' given as a list must hold int or float values, "
+                                            "but got 'x'"):
+            cls([param], **{spelling: [0.1, "x"]})
+    with pytest.raises(TypeError, match="must hold int or float values"):
+        cls([{"params": [param], "lr": [0.1, None]}], learning_rate=0.1)
+
+
+@pytest.mark.parametrize("cls", [ms_optim.AdaBelief, ms_optim.Adagrad, ms_optim.Adagrad8bit],
+                         ids=["AdaBelief", "Adagrad", "Adagrad8bit"])
+def test_negative_learning_rate_in_any_form_is_refused(mode, cls):
+    """labml's and bitsandbytes' "Invalid learning rate" for a negative number, list element, Tensor element or
+    group lr."""
+    param = Parameter(Tensor(np.ones(4, np.float32)), name="w")
+    for lr in (-0.1, [0.1, -0.1], Tensor(-0.1, ms.float32), Tensor(np.array([0.1, -0.1], np.float32))):
+        with pytest.raises(ValueError, match="Invalid learning rate"):
+            cls([param], lr=lr)
+        with pytest.raises(ValueError, match="Invalid learning rate"):
+            cls([{"params": [param], "lr": lr}], lr=0.1)
+    cls([param], lr=Tensor(np.array([0.1, 0.0], np.float32)))  # 0 is allowed, as there
+
+
+@pytest.mark.parametrize("optim_bits", [8.0, "8", True])
+def test_adagrad8bit_optim_bits_must_be_an_int(mode, optim_bits):
+    param = Parameter(Tensor(np.ones(4, np.float32)), name="w")
+    with pytest.raises(TypeError, match="'optim_bits' must be"):
+        ms_optim.Adagrad8bit([param], optim_bits=optim_bits)
+
+
 # ---- nothing half-applied; kernel refusals say what was wrong
 
 @pytest.mark.parametrize("dtype", [ms.float64, ms.int32], ids=["float64", "int32"])
