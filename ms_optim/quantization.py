@@ -168,6 +168,8 @@ def ms_quantize(x, nb):
     size = _block_size(n, nb)
     blocks = _as_blocks(ops.reshape(x, (-1,)), n, size, nb)
     absmax = ops.amax(ops.abs(blocks), axis=1)
+    # a NaN wins, as in the kernels and numpy (MindSpore's CPU ReduceMax drops a NaN that is not a row's first value)
+    absmax = ops.select(ops.any(ops.isnan(blocks), 1), ops.full_like(absmax, float("nan")), absmax)
     scale = ops.reshape(absmax, (nb, 1))
     scaled = ops.select(ops.broadcast_to(scale > 0, (nb, size)), blocks / scale, ops.zeros_like(blocks))
     codes = ops.searchsorted(_MS_THRESHOLDS, ops.reshape(scaled, (-1,)), out_int32=True)

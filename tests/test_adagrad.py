@@ -328,6 +328,31 @@ def test_fused_matches_reference(mode, case):
     _fused_and_reference(case, "float32")
 
 
+def test_fused_matches_reference_on_any_codes(mode):
+    """8-bit state holding every code, negative values included (a sum is never negative, but a loaded state may
+    hold anything; the kernels decode the codes of non-negative values by a shorter path): fused and reference give
+    the same bits, NaN where a negative sum meets its square root."""
+    n = 4 * 4096 + 100
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 256, n).astype(np.uint8)
+    codes[:8192] = rng.integers(quantization.ZERO_CODE, 256, 8192)  # whole blocks of non-negative codes too
+    absmax = rng.uniform(0.5, 2.0, -(-n // 256)).astype(np.float32)
+    init = rng.standard_normal(n).astype(np.float32)
+    grads = [Tensor(rng.standard_normal(n).astype(np.float32)) for _ in range(3)]
+    out = {}
+    for impl in ("fused", "reference"):
+        p = Parameter(Tensor(init.copy()), name="w")
+        opt = ms_optim.Adagrad8bit([p], lr=0.01, impl=impl)
+        opt.accum_code[0].set_data(Tensor(codes.copy()))
+        opt.accum_absmax[0].set_data(Tensor(absmax.copy()))
+        for g in grads:
+            opt((g,))
+        out[impl] = [x.asnumpy() for x in (p, opt.accum_code[0], opt.accum_absmax[0])]
+    for got, want in zip(out["fused"], out["reference"]):
+        np.testing.assert_array_equal(got, want)
+    assert np.isnan(out["fused"][0]).any() and not np.isnan(out["fused"][0][:8192]).any()
+
+
 @pytest.mark.parametrize("case", ["8bit_options_clipping_groups"])
 def test_fused_matches_reference_float16(case):
     ms.set_context(mode=ms.GRAPH_MODE)

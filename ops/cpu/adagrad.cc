@@ -475,6 +475,24 @@ MS_OPTIM_TARGET_AVX512 inline __m512 Decode16(__m512i q, const CodeRegs &c) {
   return _mm512_mask_blend_ps(b7, a[0], a[1]);
 }
 
+// Decode16 for codes in [kZeroCode, 255] (non-negative values: every code of an Adagrad sum), in half the
+// permutes: the upper half of the table by the low 7 bits, kZeroCode (whose low 7 bits point at 1.0) set to 0.
+MS_OPTIM_TARGET_AVX512 inline __m512 DecodeUpper16(__m512i q, const CodeRegs &c) {
+  __m512 a[4];
+  for (int i = 0; i < 4; ++i) a[i] = _mm512_permutex2var_ps(c.t[8 + 2 * i], q, c.t[9 + 2 * i]);
+  const __mmask16 b5 = _mm512_test_epi32_mask(q, _mm512_set1_epi32(32));
+  const __mmask16 b6 = _mm512_test_epi32_mask(q, _mm512_set1_epi32(64));
+  const __m512 v = _mm512_mask_blend_ps(b6, _mm512_mask_blend_ps(b5, a[0], a[1]), _mm512_mask_blend_ps(b5, a[2], a[3]));
+  return _mm512_mask_mov_ps(v, _mm512_cmpeq_epi32_mask(q, _mm512_set1_epi32(quant8::kZeroCode)), _mm512_setzero_ps());
+}
+
+// Whether every code of a whole block is at least kZeroCode (DecodeUpper16 applies).
+MS_OPTIM_TARGET_AVX512 inline bool UpperCodes(const uint8_t *qb) {
+  __m512i m = _mm512_min_epu8(_mm512_loadu_si512(qb), _mm512_loadu_si512(qb + 64));
+  m = _mm512_min_epu8(m, _mm512_min_epu8(_mm512_loadu_si512(qb + 128), _mm512_loadu_si512(qb + 192)));
+  return _mm512_cmplt_epu8_mask(m, _mm512_set1_epi8(quant8::kZeroCode)) == 0;
+}
+
 struct Step16 {
   __m512 absmax, lr, gs, wd, eps;
 };
@@ -484,12 +502,12 @@ MS_OPTIM_TARGET_AVX512 inline Step16 MakeStep16(float absmax, const AdagradScala
                 _mm512_set1_ps(k.weight_decay), _mm512_set1_ps(k.eps)};
 }
 
-// avx2::Update8 for 16 elements.
-template <bool kWrite>
+// avx2::Update8 for 16 elements (kUpper: every code at least kZeroCode).
+template <bool kWrite, bool kUpper>
 MS_OPTIM_TARGET_AVX512 inline void Update16(const uint8_t *qb, float *p, const float *g, const Step16 &k,
                                               const CodeRegs &code, float *s, __m512i *amax) {
   const __m512i qi = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(qb)));
-  __m512 sj = _mm512_mul_ps(Decode16(qi, code), k.absmax);                                  // Decode
+  __m512 sj = _mm512_mul_ps(kUpper ? DecodeUpper16(qi, code) : Decode16(qi, code), k.absmax);  // Decode
   __m512 pj = _mm512_loadu_ps(p);
   const __m512 gj = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(g), k.gs), _mm512_mul_ps(k.wd, pj));
   sj = _mm512_add_ps(sj, _mm512_mul_ps(gj, gj));
@@ -506,7 +524,11 @@ MS_OPTIM_TARGET_AVX512 float Update(const uint8_t *qb, float absmax, float *p, c
   const Step16 k16 = MakeStep16(absmax, k);
   const CodeRegs c = LoadCode(code);
   __m512i amax = _mm512_setzero_si512();
-  for (int64_t j = 0; j < kBlock; j += 16) Update16<kWrite>(qb + j, p + j, g + j, k16, c, s + j, &amax);
+  if (UpperCodes(qb)) {
+    for (int64_t j = 0; j < kBlock; j += 16) Update16<kWrite, true>(qb + j, p + j, g + j, k16, c, s + j, &amax);
+  } else {
+    for (int64_t j = 0; j < kBlock; j += 16) Update16<kWrite, false>(qb + j, p + j, g + j, k16, c, s + j, &amax);
+  }
   return quant8::BitsFloat(_mm512_reduce_max_epu32(amax));
 }
 
@@ -519,9 +541,16 @@ MS_OPTIM_TARGET_AVX512 float UpdateEncode(const uint8_t *qb, float absmax, float
   const uint32_t *fast = avx2::ShortcutBins(t);
   const CodeRegs c = LoadCode(t.code);
   __m512i amax = _mm512_setzero_si512();
-  for (int64_t j = 0; j < kBlock; j += 16) {
-    Update16<true>(qb + j, p + j, g + j, k16, c, s + j, &amax);
-    Encode16(x + j, r, vscale, fast, t.bin, xq + j);
+  if (UpperCodes(qb)) {
+    for (int64_t j = 0; j < kBlock; j += 16) {
+      Update16<true, true>(qb + j, p + j, g + j, k16, c, s + j, &amax);
+      Encode16(x + j, r, vscale, fast, t.bin, xq + j);
+    }
+  } else {
+    for (int64_t j = 0; j < kBlock; j += 16) {
+      Update16<true, false>(qb + j, p + j, g + j, k16, c, s + j, &amax);
+      Encode16(x + j, r, vscale, fast, t.bin, xq + j);
+    }
   }
   return quant8::BitsFloat(_mm512_reduce_max_epu32(amax));
 }
