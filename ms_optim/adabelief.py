@@ -144,9 +144,10 @@ class AdaBelief(nn.Optimizer):
             object. Default: ``None``.
         optimized_update (bool, optional): Apply the second-moment bias correction to the step size, after
             adding :math:`\epsilon`. Default: ``False``.
-        learning_rate (optional): Alias of `lr` (the MindSpore spelling).
-        beta1 (float, optional): Alias of `betas[0]`.
-        beta2 (float, optional): Alias of `betas[1]`.
+        learning_rate (optional): Alias of `lr` (the MindSpore spelling); giving both is an error.
+            Default: ``None``.
+        beta1 (float, optional): Alias of `betas[0]`. Default: ``None``.
+        beta2 (float, optional): Alias of `betas[1]`. Default: ``None``.
         loss_scale (Union[float, int], optional): Gradients are divided by it. Default: ``1.0``.
         impl (str, optional): ``"auto"``, ``"fused"`` or ``"reference"``, see :class:`ms_optim.Adam`.
             Default: ``"auto"``.

@@ -115,6 +115,7 @@ class Adagrad(nn.Optimizer):
         block_wise (bool, optional): One absmax per 256-element block (True) or per tensor (False).
             Default: ``True``.
         learning_rate (optional): Alias of `lr` (MindSpore's spelling); giving both is an error.
+            Default: ``None``.
         loss_scale (Union[float, int], optional): Gradients are divided by it first. Default: ``1.0``.
         impl (str, optional): ``"auto"``, ``"fused"`` or ``"reference"``, see :class:`ms_optim.Adam`.
             Default: ``"auto"``.
@@ -306,7 +307,24 @@ class Adagrad(nn.Optimizer):
 
 class Adagrad8bit(Adagrad):
     """:class:`Adagrad` with `optim_bits` = 8 (bitsandbytes' ``Adagrad8bit``); any other `optim_bits` is a
-    ValueError, as there. Arguments, state and errors otherwise those of :class:`Adagrad`.
+    ValueError, as there. State and errors otherwise those of :class:`Adagrad`.
+
+    Args:
+        params (Union[list[Parameter], list[dict]]): As in :class:`Adagrad`.
+        lr (Union[float, int, Tensor, Iterable, LearningRateSchedule], optional): Learning rate. Default: ``1e-2``.
+        lr_decay (Union[float, int], optional): As in :class:`Adagrad`. Default: ``0``.
+        weight_decay (Union[float, int], optional): As in :class:`Adagrad`. Default: ``0``.
+        initial_accumulator_value (Union[float, int], optional): As in :class:`Adagrad`. Default: ``0``.
+        eps (Union[float, int], optional): As in :class:`Adagrad`. Default: ``1e-10``.
+        optim_bits (int, optional): Must be 8 (kept for bitsandbytes compatibility). Default: ``8``.
+        args (object, optional): As in :class:`Adagrad` (its `optim_bits` may select 32-bit state, as in
+            bitsandbytes). Default: ``None``.
+        min_8bit_size (int, optional): Parameters with fewer elements keep float32 state. Default: ``4096``.
+        percentile_clipping (int, optional): As in :class:`Adagrad`. Default: ``100`` (off).
+        block_wise (bool, optional): As in :class:`Adagrad`. Default: ``True``.
+        learning_rate (optional): Alias of `lr`; giving both is an error. Default: ``None``.
+        loss_scale (Union[float, int], optional): Gradients are divided by it first. Default: ``1.0``.
+        impl (str, optional): ``"auto"``, ``"fused"`` or ``"reference"``. Default: ``"auto"``.
 
     Examples:
         >>> import mindspore as ms
@@ -333,8 +351,24 @@ class Adagrad8bit(Adagrad):
 
 class Adagrad32bit(Adagrad):
     """:class:`Adagrad` with float32 state (bitsandbytes' ``Adagrad32bit``, which ignores its `optim_bits`
-    argument; so does this class, unless `args` sets it). Arguments, state and errors otherwise those of
-    :class:`Adagrad`.
+    argument; so does this class, unless `args` sets it). State and errors otherwise those of :class:`Adagrad`.
+
+    Args:
+        params (Union[list[Parameter], list[dict]]): As in :class:`Adagrad`.
+        lr (Union[float, int, Tensor, Iterable, LearningRateSchedule], optional): Learning rate. Default: ``1e-2``.
+        lr_decay (Union[float, int], optional): As in :class:`Adagrad`. Default: ``0``.
+        weight_decay (Union[float, int], optional): As in :class:`Adagrad`. Default: ``0``.
+        initial_accumulator_value (Union[float, int], optional): As in :class:`Adagrad`. Default: ``0``.
+        eps (Union[float, int], optional): As in :class:`Adagrad`. Default: ``1e-10``.
+        optim_bits (int, optional): Ignored, as by bitsandbytes (an int is still required). Default: ``32``.
+        args (object, optional): As in :class:`Adagrad` (its `optim_bits` is honoured). Default: ``None``.
+        min_8bit_size (int, optional): As in :class:`Adagrad` (matters only when `args` selects 8 bits).
+            Default: ``4096``.
+        percentile_clipping (int, optional): As in :class:`Adagrad`. Default: ``100`` (off).
+        block_wise (bool, optional): As in :class:`Adagrad`. Default: ``True``.
+        learning_rate (optional): Alias of `lr`; giving both is an error. Default: ``None``.
+        loss_scale (Union[float, int], optional): Gradients are divided by it first. Default: ``1.0``.
+        impl (str, optional): ``"auto"``, ``"fused"`` or ``"reference"``. Default: ``"auto"``.
 
     Examples:
         >>> import mindspore as ms

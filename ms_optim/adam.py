@@ -112,8 +112,10 @@ class Adam(nn.Optimizer):
             parameters whose names contain "beta" or "gamma". Default: ``0.0``.
         loss_scale (float, optional): Gradients are divided by it. Default: ``1.0``.
         use_amsgrad (bool, optional): Keep the running maximum of the second moment (state ``vhat.*``). Default: ``False``.
-        lr (Union[float, int, Tensor, Iterable, LearningRateSchedule], optional): Alias of `learning_rate`.
-        betas (tuple[float, float], optional): Alias of (`beta1`, `beta2`).
+        lr (Union[float, int, Tensor, Iterable, LearningRateSchedule], optional): Alias of `learning_rate`; giving
+            both is an error. Default: ``None``.
+        betas (tuple[float, float], optional): Alias of (`beta1`, `beta2`); giving both is an error.
+            Default: ``None``.
         impl (str, optional): ``"auto"`` (fused kernel where the device target has one), ``"fused"`` (error where it has
             none) or ``"reference"`` (plain MindSpore ops). Default: ``"auto"``.
         kwargs:

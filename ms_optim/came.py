@@ -87,7 +87,7 @@ class Came(nn.Optimizer):
         compression (bool, optional): Store the running averages as float16 (math stays float32). Default: ``False``.
         loss_scale (Union[int, float], optional): Gradients are divided by it; set it to the `FixedLossScaleManager`'s
             value when that manager has ``drop_overflow_update=False``. Default: ``1``.
-        lr (optional): Alias of `learning_rate`.
+        lr (optional): Alias of `learning_rate`; giving both is an error. Default: ``None``.
         impl (str, optional): ``"auto"``, ``"fused"`` or ``"reference"``, see :class:`ms_optim.Adam`. Default: ``"auto"``.
 
     Inputs:
