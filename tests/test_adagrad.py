@@ -729,3 +729,46 @@ def test_32bit_checkpoints_swap_with_nn_adagrad(tmp_path):
     assert not not_loaded
     for a, b in zip(back.accum, theirs.accum):
         np.testing.assert_array_equal(a.asnumpy(), b.asnumpy())
+
+
+def test_32bit_state_moves_to_experimental_adagrad_and_back(tmp_path):
+    """mindspore.experimental.optim.Adagrad keeps accum.<w> too (and torch's formula, ours with weight_decay 0 and
+    lr_decay 0): the sums load by name both ways and the next steps agree (its step counter, step_t, is not
+    ours, global_step; it matters only with lr_decay). Parameters and sums within float32 rounding after two steps
+    (the order of its operations differs)."""
+    from mindspore.experimental import optim as experimental
+    ms.set_context(mode=ms.GRAPH_MODE)
+
+    def train(net, opt, batches):
+        grad_fn = ms.value_and_grad(nn.WithLossCell(net, nn.MSELoss()), None, opt.parameters)
+        for x, y in batches:
+            opt(grad_fn(x, y)[1])
+
+    net = _net()
+    ours = ms_optim.Adagrad(net.trainable_params(), lr=0.05, eps=1e-10)
+    train(net, ours, _batches(3))
+    path = str(tmp_path / "ours.ckpt")
+    ms.save_checkpoint(ours, path)
+    their_net = _net()
+    theirs = experimental.Adagrad(their_net.trainable_params(), lr=0.05, eps=1e-10)
+    ckpt = ms.load_checkpoint(path)
+    not_loaded, _ = ms.load_param_into_net(their_net, ckpt)
+    assert not not_loaded
+    not_loaded, _ = ms.load_param_into_net(theirs, ckpt)
+    assert not_loaded == ["step_t"]  # its own counter
+    accum = {name: p for name, p in theirs.parameters_and_names() if name.startswith("accum.")}
+    assert sorted(accum) == sorted(a.name for a in ours.accum)
+    for a in ours.accum:
+        np.testing.assert_array_equal(accum[a.name].asnumpy(), a.asnumpy())
+    train(net, ours, _batches(2, seed=7))
+    train(their_net, theirs, _batches(2, seed=7))
+    for a, b in zip(net.trainable_params(), their_net.trainable_params()):
+        np.testing.assert_allclose(b.asnumpy(), a.asnumpy(), rtol=1e-5, atol=1e-7)
+    for a in ours.accum:
+        np.testing.assert_allclose(accum[a.name].asnumpy(), a.asnumpy(), rtol=1e-6)
+    ms.save_checkpoint(theirs, path)
+    back = ms_optim.Adagrad(_net().trainable_params(), lr=0.05)
+    not_loaded, _ = ms.load_param_into_net(back, ms.load_checkpoint(path))
+    assert sorted(not_loaded) == ["global_step", "learning_rate"]  # its counter is step_t, its lr in param_groups
+    for a in back.accum:
+        np.testing.assert_array_equal(a.asnumpy(), accum[a.name].asnumpy())
