@@ -109,24 +109,27 @@ def check_learning_rate(cls_name, value, arg_name="learning_rate"):
                         f"LearningRateSchedule, but got {value!r} with type '{type(value).__name__}'.")
     if isinstance(value, (list, tuple)):
         for x in value:
-            if not isinstance(x, (int, float)) or isinstance(x, bool):
-                raise TypeError(f"For '{cls_name}', the '{arg_name}' given as a list must hold int or float values, "
+            if not (isinstance(x, (numbers.Real, Tensor)) and not isinstance(x, bool)):  # numpy scalars are Real
+                raise TypeError(f"For '{cls_name}', the '{arg_name}' given as a list or tuple must hold numbers, "
                                 f"but got {x!r} with type '{type(x).__name__}' in it.")
     return value
 
 
 def check_lr_not_negative(value):
     """The "Invalid learning rate: {lr}" ValueError of torch-style optimizers (bitsandbytes, labml) for a negative
-    learning rate: a number, a list or tuple of numbers, or a Tensor (any negative element). A schedule is not
-    evaluated."""
+    learning rate: a number, a list or tuple of numbers, a Tensor or numpy array (any negative element). A schedule
+    is not evaluated."""
     import numpy as np
     from mindspore import Tensor
-    if isinstance(value, Tensor):
-        negative = bool(np.any(value.asnumpy() < 0))
-    elif isinstance(value, (list, tuple)):
-        negative = any(isinstance(x, numbers.Real) and x < 0 for x in value)
-    else:
-        negative = isinstance(value, numbers.Real) and value < 0
+
+    def negative_in(x):
+        if isinstance(x, Tensor):
+            return bool(np.any(x.asnumpy() < 0))
+        if isinstance(x, np.ndarray):
+            return x.dtype.kind in "iuf" and bool(np.any(x < 0))
+        return isinstance(x, numbers.Real) and x < 0
+
+    negative = any(negative_in(x) for x in value) if isinstance(value, (list, tuple)) else negative_in(value)
     if negative:
         raise ValueError(f"Invalid learning rate: {value}")
 

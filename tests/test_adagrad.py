@@ -405,11 +405,16 @@ def test_results_do_not_depend_on_thread_count_or_instruction_set(tmp_path):
     the best below), on updates and on the quantizer near every threshold."""
     script = tmp_path / "threads.py"
     script.write_text(_THREADS_SCRIPT)
-    values = [(quantization.THRESHOLDS.astype(np.float32) * np.float32(s)).view(np.int32)[:, None]
-              + np.arange(-12, 13, dtype=np.int32) for s in (1.0, 0.37, 3e-20)]
-    values = np.concatenate([v.ravel() for v in values]).view(np.float32)
-    values = values[np.isfinite(values)]
-    np.save(tmp_path / "values.npy", np.ascontiguousarray(values))
+    blocks = []
+    for scale in (np.float32(1.0), np.float32(0.37), np.float32(3e-20)):
+        # values within 12 float32 patterns of every threshold times `scale`, in blocks of 255 plus `scale` itself,
+        # so that each block's absmax is `scale` and the values land next to the thresholds after the division
+        near = ((quantization.THRESHOLDS.astype(np.float32) * scale).view(np.int32)[:, None]
+                + np.arange(-12, 13, dtype=np.int32)).ravel().view(np.float32)
+        near = near[np.isfinite(near) & (np.abs(near) <= scale)]
+        near = np.concatenate([near, np.zeros(-near.size % 255, np.float32)]).reshape(-1, 255)
+        blocks.append(np.concatenate([near, np.full((near.shape[0], 1), scale, np.float32)], axis=1).ravel())
+    np.save(tmp_path / "values.npy", np.ascontiguousarray(np.concatenate(blocks)))
     outputs = {}
     for threads, simd in ((1, "none"), (3, "avx2"), (2, "avx512")):
         out = tmp_path / f"out{threads}.npy"

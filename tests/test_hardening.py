@@ -217,11 +217,16 @@ def test_learning_rate_type_errors_name_the_argument_given(mode, cls):
     for spelling in spellings:
         with pytest.raises(TypeError, match=f"the '{spelling}' must be int, float"):
             cls([param], **{spelling: "0.1"})
-        with pytest.raises(TypeError, match=f"the '{spelling}' given as a list must hold int or float values, "
+        with pytest.raises(TypeError, match=f"the '{spelling}' given as a list or tuple must hold numbers, "
                                             "but got 'x'"):
             cls([param], **{spelling: [0.1, "x"]})
-    with pytest.raises(TypeError, match="must hold int or float values"):
+    with pytest.raises(TypeError, match="must hold numbers"):
         cls([{"params": [param], "lr": [0.1, None]}], learning_rate=0.1)
+    # what nn.Optimizer takes stays accepted: numpy scalars, 0-d Tensors, numpy arrays, tuples
+    for lr in ([np.float32(0.1), np.float32(0.05)], [np.int64(1), 0.5], (0.1, 0.05), np.array([0.1, 0.05]),
+               [Tensor(0.1, ms.float32), Tensor(0.05, ms.float32)]):
+        cls([param], learning_rate=lr)
+        cls([{"params": [param], "lr": lr}], learning_rate=0.1)
 
 
 @pytest.mark.parametrize("cls", [ms_optim.AdaBelief, ms_optim.Adagrad, ms_optim.Adagrad8bit],
@@ -230,7 +235,9 @@ def test_negative_learning_rate_in_any_form_is_refused(mode, cls):
     """labml's and bitsandbytes' "Invalid learning rate" for a negative number, list element, Tensor element or
     group lr."""
     param = Parameter(Tensor(np.ones(4, np.float32)), name="w")
-    for lr in (-0.1, [0.1, -0.1], Tensor(-0.1, ms.float32), Tensor(np.array([0.1, -0.1], np.float32))):
+    for lr in (-0.1, [0.1, -0.1], Tensor(-0.1, ms.float32), Tensor(np.array([0.1, -0.1], np.float32)),
+               np.array([0.1, -0.1]), [np.float32(0.1), np.float32(-0.1)],
+               [Tensor(0.1, ms.float32), Tensor(-0.1, ms.float32)]):
         with pytest.raises(ValueError, match="Invalid learning rate"):
             cls([param], lr=lr)
         with pytest.raises(ValueError, match="Invalid learning rate"):
@@ -354,7 +361,7 @@ def _bad_grads(rng, shapes, step):
     return grads
 
 
-NAN_SHAPES = [(1,), (7,), (9, 5), (2, 3, 4)]
+NAN_SHAPES = [(1,), (7,), (9, 5), (2, 3, 4), (33, 20)]  # (33, 20): several 8-bit blocks, the last partial
 
 
 def _run_nan(cls, impl, kwargs, steps=3):
@@ -373,8 +380,9 @@ def _run_nan(cls, impl, kwargs, steps=3):
     (ms_optim.AdaBelief, {}), (ms_optim.AdaBelief, {"amsgrad": True, "weight_decay": 0.1}),
     (ms_optim.Adagrad, {"weight_decay": 0.01}), (ms_optim.Adagrad, {"optim_bits": 8, "min_8bit_size": 0}),
     (ms_optim.Adagrad, {"optim_bits": 8, "min_8bit_size": 0, "percentile_clipping": 5}),
+    (ms_optim.Adagrad, {"optim_bits": 8, "min_8bit_size": 0, "block_wise": False}),
 ], ids=["adam", "nesterov", "amsgrad", "came", "came-scale_parameter", "came-beta1_zero", "adabelief",
-        "adabelief-amsgrad-wd", "adagrad", "adagrad8bit", "adagrad8bit-clipping"])
+        "adabelief-amsgrad-wd", "adagrad", "adagrad8bit", "adagrad8bit-clipping", "adagrad8bit-tensorwise"])
 def test_nan_and_inf_gradients_fused_equals_reference(mode, cls, kwargs):
     fused = _run_nan(cls, "fused", kwargs)
     reference = _run_nan(cls, "reference", kwargs)

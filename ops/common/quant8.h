@@ -86,6 +86,10 @@ MS_OPTIM_HD inline uint32_t AbsBitsMax(uint32_t acc, float x) {
   return acc < bits ? bits : acc;
 }
 
+// A NaN absmax is stored as the canonical quiet NaN: which NaN survives an add of two NaNs depends on the operand
+// order, which the compiler may choose, so the payload would differ between the scalar and SIMD loops.
+MS_OPTIM_HD inline float CanonicalNan(float x) { return x != x ? BitsFloat(0x7FC00000u) : x; }
+
 // bitsandbytes' create_dynamic_map(signed=True) in its own float32 arithmetic: for i = 0..6, the midpoints of
 // torch.linspace(0.1, 1, 2^i + 1) (float32, each point one rounding: an FMA) times float32(10^(i-6)), both signs,
 // plus 0 and 1, sorted.

@@ -86,16 +86,23 @@ int Adagrad32Kernel(int nparam, void **params, int *ndims, int64_t **shapes, con
 // the kernels and of MsOptimQuant8Quantize (so the tests of the quantizer run it too).
 void EncodeBlock(const float *x, int64_t len, float scale, uint8_t *q, const quant8::Tables &t);
 
+// Tensor-wise quantization (block_wise=False): every block dequantizes with `decode` (the tensor's absmax before
+// the step) and re-quantizes with `encode` (after it). Passed by pointer, null for block-wise: the mode is never
+// read from a scale's value (a NaN scale is a valid one).
+struct TensorScales {
+  float decode, encode;
+};
+
 // One block of up to 256 elements [begin, begin + len), in loops over a block-sized buffer that each vectorize:
 // dequantize (a gather from the table), update p and s, absmax (an integer max of the bits), re-quantize
-// (EncodeBlock). Returns the new absmax. With `encode_absmax` >= 0 (tensor-wise quantization) the codes use that
-// absmax instead of the block's own; without `write` nothing is written (the first tensor-wise pass).
+// (EncodeBlock). Returns the new absmax. With `encode_scale` (tensor-wise quantization) the codes use that absmax
+// instead of the block's own; without `write` nothing is written (the first tensor-wise pass).
 // always_inline: so that each SIMD clone of Block8F32 compiles the loops for its instruction set.
 template <typename P>
 __attribute__((always_inline)) inline float Block8(int64_t begin, int64_t len, P *__restrict p,
                                                    uint8_t *__restrict q, float absmax, const P *__restrict g,
                                                    const AdagradScalars &k, const quant8::Tables &t,
-                                                   float encode_absmax, bool write) {
+                                                   const float *encode_scale, bool write) {
   float s[kBlock];
   uint8_t *__restrict qb = q + begin;
   for (int64_t j = 0; j < len; ++j) s[j] = quant8::Decode(t.code, qb[j], absmax);
@@ -106,16 +113,16 @@ __attribute__((always_inline)) inline float Block8(int64_t begin, int64_t len, P
   }
   uint32_t amax_bits = 0;
   for (int64_t j = 0; j < len; ++j) amax_bits = quant8::AbsBitsMax(amax_bits, s[j]);
-  const float amax = quant8::BitsFloat(amax_bits);
+  const float amax = quant8::CanonicalNan(quant8::BitsFloat(amax_bits));
   if (!write) return amax;
-  EncodeBlock(s, len, encode_absmax >= 0.0f ? encode_absmax : amax, qb, t);
+  EncodeBlock(s, len, encode_scale != nullptr ? *encode_scale : amax, qb, t);
   return amax;
 }
 
 MS_OPTIM_SIMD_CLONES float Block8F32(int64_t begin, int64_t len, float *p, uint8_t *q, float absmax, const float *g,
-                                     const AdagradScalars &k, const quant8::Tables &t, float encode_absmax,
+                                     const AdagradScalars &k, const quant8::Tables &t, const float *encode_scale,
                                      bool write) {
-  return Block8(begin, len, p, q, absmax, g, k, t, encode_absmax, write);
+  return Block8(begin, len, p, q, absmax, g, k, t, encode_scale, write);
 }
 
 #ifdef MS_OPTIM_AVX2
@@ -341,7 +348,7 @@ __attribute__((target("avx2"))) inline float MaxBits(__m256i amax) {
   __m128i m = _mm_max_epu32(_mm256_castsi256_si128(amax), _mm256_extracti128_si256(amax, 1));
   m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4E));
   m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0xB1));
-  return quant8::BitsFloat(static_cast<uint32_t>(_mm_cvtsi128_si32(m)));
+  return quant8::CanonicalNan(quant8::BitsFloat(static_cast<uint32_t>(_mm_cvtsi128_si32(m))));
 }
 
 // Decode, AdagradStep and AbsBitsMax over a whole float32 block: p updated in place (when kWrite), the new sums in
@@ -391,6 +398,10 @@ __attribute__((target("avx2"))) float UpdateEncode(const uint8_t *qb, float absm
 // results; tests/test_adagrad.py runs the kernels under each instruction set the machine has (MS_OPTIM_QUANT8_SIMD)
 // and compares them.
 #define MS_OPTIM_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+// GCC 12 warns inside its own AVX-512 headers (the "undefined" vectors its intrinsics start from); false positives.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 namespace avx512 {
 
 using avx2::kMargin;
@@ -529,7 +540,7 @@ MS_OPTIM_TARGET_AVX512 float Update(const uint8_t *qb, float absmax, float *p, c
   } else {
     for (int64_t j = 0; j < kBlock; j += 16) Update16<kWrite, false>(qb + j, p + j, g + j, k16, c, s + j, &amax);
   }
-  return quant8::BitsFloat(_mm512_reduce_max_epu32(amax));
+  return quant8::CanonicalNan(quant8::BitsFloat(_mm512_reduce_max_epu32(amax)));
 }
 
 // avx2::UpdateEncode: block b's update in the same loop as block b - 1's re-quantizing.
@@ -552,10 +563,11 @@ MS_OPTIM_TARGET_AVX512 float UpdateEncode(const uint8_t *qb, float absmax, float
       Encode16(x + j, r, vscale, fast, t.bin, xq + j);
     }
   }
-  return quant8::BitsFloat(_mm512_reduce_max_epu32(amax));
+  return quant8::CanonicalNan(quant8::BitsFloat(_mm512_reduce_max_epu32(amax)));
 }
 
 }  // namespace avx512
+#pragma GCC diagnostic pop
 
 // The hand-written block loops, one policy per instruction set, for Blocks below.
 struct Avx2Blocks {
@@ -594,27 +606,31 @@ inline Simd Quant8Simd() {
     }
     const char *cap = std::getenv("MS_OPTIM_QUANT8_SIMD");
     Simd limit = Simd::kAvx512;
-    if (cap != nullptr && std::strcmp(cap, "avx2") == 0) limit = Simd::kAvx2;
-    if (cap != nullptr && std::strcmp(cap, "none") == 0) limit = Simd::kNone;
+    if (cap != nullptr && std::strcmp(cap, "avx2") == 0) {
+      limit = Simd::kAvx2;
+    } else if (cap != nullptr && std::strcmp(cap, "none") == 0) {
+      limit = Simd::kNone;
+    } else if (cap != nullptr && *cap != '\0' && std::strcmp(cap, "avx512") != 0) {
+      std::fprintf(stderr, "ms_optim: MS_OPTIM_QUANT8_SIMD=%s is not avx512, avx2 or none; ignored\n", cap);
+    }
     return std::min(best, limit);
   }();
   return simd;
 }
 
 // Blocks [b0, b1) of a float32 tensor, all whole, updated and re-quantized: block b's update runs together with
-// block b - 1's re-quantizing (Isa::UpdateEncode). Block-wise (encode_absmax < 0): each block dequantizes with
+// block b - 1's re-quantizing (Isa::UpdateEncode). Block-wise (no `tensor`): each block dequantizes with
 // absmax[b], which then gets the block's new absmax, the one its codes use. Tensor-wise: every block dequantizes
-// with `tensor_absmax` and re-quantizes with encode_absmax; absmax is not touched.
+// with tensor->decode and re-quantizes with tensor->encode; absmax is not touched.
 template <class Isa>
-void Blocks(int64_t b0, int64_t b1, float *p, uint8_t *q, float *absmax,
-                                            const float *g, const AdagradScalars &k, const quant8::Tables &t,
-                                            float tensor_absmax, float encode_absmax) {
+void Blocks(int64_t b0, int64_t b1, float *p, uint8_t *q, float *absmax, const float *g, const AdagradScalars &k,
+            const quant8::Tables &t, const TensorScales *tensor) {
   alignas(64) float buf[2][kBlock];  // 64: the AVX-512 loops store to it aligned
   float prev_scale = 0.0f;
   for (int64_t b = b0; b < b1; ++b) {
     float *s = buf[b & 1], *prev = buf[(b - 1) & 1];
     const int64_t begin = b * kBlock;
-    const float old = encode_absmax >= 0.0f ? tensor_absmax : absmax[b];
+    const float old = tensor != nullptr ? tensor->decode : absmax[b];
     float amax;
     if (b > b0 && prev_scale >= avx2::kMinScale && prev_scale <= avx2::kMaxScale) {
       amax = Isa::UpdateEncode(q + begin, old, p + begin, g + begin, k, t, s, prev, prev_scale, q + begin - kBlock);
@@ -622,8 +638,8 @@ void Blocks(int64_t b0, int64_t b1, float *p, uint8_t *q, float *absmax,
       if (b > b0) ms_optim::EncodeBlock(prev, kBlock, prev_scale, q + begin - kBlock, t);
       amax = Isa::Update(q + begin, old, p + begin, g + begin, k, t.code, s);
     }
-    if (encode_absmax < 0.0f) absmax[b] = amax;
-    prev_scale = encode_absmax >= 0.0f ? encode_absmax : amax;
+    if (tensor == nullptr) absmax[b] = amax;
+    prev_scale = tensor != nullptr ? tensor->encode : amax;
   }
   if (b1 > b0) ms_optim::EncodeBlock(buf[(b1 - 1) & 1], kBlock, prev_scale, q + (b1 - 1) * kBlock, t);
 }
@@ -650,7 +666,7 @@ void EncodeBlock(const float *x, int64_t len, float scale, uint8_t *q, const qua
 
 template <typename P>
 inline float Block8Any(int64_t begin, int64_t len, P *p, uint8_t *q, float absmax, const P *g,
-                       const AdagradScalars &k, const quant8::Tables &t, float encode_absmax, bool write) {
+                       const AdagradScalars &k, const quant8::Tables &t, const float *encode_scale, bool write) {
   if constexpr (std::is_same_v<P, float>) {
 #ifdef MS_OPTIM_AVX2
     if (len == kBlock && !write && Quant8Simd() == Simd::kAvx512) {
@@ -662,35 +678,35 @@ inline float Block8Any(int64_t begin, int64_t len, P *p, uint8_t *q, float absma
       return avx2::Update<false>(q + begin, absmax, p + begin, g + begin, k, t.code, s);
     }
 #endif
-    return Block8F32(begin, len, p, q, absmax, g, k, t, encode_absmax, write);
+    return Block8F32(begin, len, p, q, absmax, g, k, t, encode_scale, write);
   } else {
-    return Block8(begin, len, p, q, absmax, g, k, t, encode_absmax, write);
+    return Block8(begin, len, p, q, absmax, g, k, t, encode_scale, write);
   }
 }
 
-// Blocks [b0, b1) updated and re-quantized. Block-wise (encode_absmax < 0): block b dequantizes with absmax[b],
-// which gets its new absmax. Tensor-wise: dequantize with tensor_absmax, re-quantize with encode_absmax.
+// Blocks [b0, b1) updated and re-quantized. Block-wise (no `tensor`): block b dequantizes with absmax[b], which
+// gets its new absmax. Tensor-wise: dequantize with tensor->decode, re-quantize with tensor->encode.
 template <typename P>
 void UpdateBlocks(int64_t n, int64_t b0, int64_t b1, P *p, uint8_t *q, float *absmax, const P *g,
-                  const AdagradScalars &k, const quant8::Tables &t, float tensor_absmax, float encode_absmax) {
+                  const AdagradScalars &k, const quant8::Tables &t, const TensorScales *tensor) {
 #ifdef MS_OPTIM_AVX2
   if constexpr (std::is_same_v<P, float>) {
     const int64_t whole = std::min(b1, n / kBlock);  // the last block may be partial
     if (whole > b0 && Quant8Simd() == Simd::kAvx512) {
-      Blocks<Avx512Blocks>(b0, whole, p, q, absmax, g, k, t, tensor_absmax, encode_absmax);
+      Blocks<Avx512Blocks>(b0, whole, p, q, absmax, g, k, t, tensor);
       b0 = whole;
     } else if (whole > b0 && Quant8Simd() == Simd::kAvx2) {
-      Blocks<Avx2Blocks>(b0, whole, p, q, absmax, g, k, t, tensor_absmax, encode_absmax);
+      Blocks<Avx2Blocks>(b0, whole, p, q, absmax, g, k, t, tensor);
       b0 = whole;
     }
   }
 #endif
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t begin = b * kBlock, len = std::min(n - begin, kBlock);
-    if (encode_absmax >= 0.0f) {
-      Block8Any(begin, len, p, q, tensor_absmax, g, k, t, encode_absmax, true);
+    if (tensor != nullptr) {
+      Block8Any(begin, len, p, q, tensor->decode, g, k, t, &tensor->encode, true);
     } else {
-      absmax[b] = Block8Any(begin, len, p, q, absmax[b], g, k, t, -1.0f, true);
+      absmax[b] = Block8Any(begin, len, p, q, absmax[b], g, k, t, nullptr, true);
     }
   }
 }
@@ -699,7 +715,7 @@ template <typename P>
 void Adagrad8Blockwise(int64_t n, P *p, uint8_t *q, float *absmax, const P *g, const AdagradScalars &k,
                        const quant8::Tables &t) {
   const int64_t blocks = (n + kBlock - 1) / kBlock;
-  ParallelFor(blocks, [&](int64_t b0, int64_t b1) { UpdateBlocks(n, b0, b1, p, q, absmax, g, k, t, 0.0f, -1.0f); },
+  ParallelFor(blocks, [&](int64_t b0, int64_t b1) { UpdateBlocks(n, b0, b1, p, q, absmax, g, k, t, nullptr); },
               std::max<int64_t>(1, kMinElementsPerThread / kBlock), 1);
 }
 
@@ -715,15 +731,16 @@ void Adagrad8Tensorwise(int64_t n, P *p, uint8_t *q, float *absmax, const P *g, 
   ParallelFor(blocks, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t begin = b * kBlock;
-      maxima[b] = Block8Any(begin, std::min(n - begin, kBlock), p, q, old, g, k, t, -1.0f, false);
+      maxima[b] = Block8Any(begin, std::min(n - begin, kBlock), p, q, old, g, k, t, nullptr, false);
     }
   }, min_blocks, 1);
   uint32_t amax_bits = 0;
   for (float m : maxima) amax_bits = quant8::AbsBitsMax(amax_bits, m);
-  const float amax = quant8::BitsFloat(amax_bits);
-  ParallelFor(blocks, [&](int64_t b0, int64_t b1) { UpdateBlocks(n, b0, b1, p, q, absmax, g, k, t, old, amax); },
+  // (a NaN sum makes amax NaN: every code is then kZeroCode, as in the reference path)
+  const TensorScales scales{old, quant8::CanonicalNan(quant8::BitsFloat(amax_bits))};
+  ParallelFor(blocks, [&](int64_t b0, int64_t b1) { UpdateBlocks(n, b0, b1, p, q, absmax, g, k, t, &scales); },
               min_blocks, 1);
-  absmax[0] = amax;
+  absmax[0] = scales.encode;
 }
 
 // param, code, absmax, grad, lr, gnorm_scale, weight_decay, eps -> flag (float32, 1)
@@ -794,7 +811,7 @@ extern "C" __attribute__((visibility("default"))) void MsOptimQuant8Quantize(con
     const int64_t begin = b * size, end = std::min(n, begin + size);
     uint32_t amax_bits = 0;
     for (int64_t i = begin; i < end; ++i) amax_bits = AbsBitsMax(amax_bits, x[i]);
-    const float amax = BitsFloat(amax_bits);
+    const float amax = CanonicalNan(BitsFloat(amax_bits));
     for (int64_t i = begin; i < end; i += kBlockSize) {
       ms_optim::EncodeBlock(x + i, std::min<int64_t>(kBlockSize, end - i), amax, codes + i, t);
     }
