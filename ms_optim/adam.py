@@ -13,6 +13,17 @@ from ms_optim.kernels import UPDATE_FNS
 
 _adam_opt = C.MultitypeFuncGraph("ms_optim_adam_opt")
 _adam_offload_opt = C.MultitypeFuncGraph("ms_optim_adam_offload_opt")
+_check_rows = C.MultitypeFuncGraph("ms_optim_adam_check_rows")
+
+
+@_check_rows.register("String", "Tensor", "Tensor")
+def _dense_rows(key, grad, param):
+    return True  # nothing to check
+
+
+@_check_rows.register("String", "RowTensor", "Tensor")
+def _sparse_rows(key, grad, param):
+    return UPDATE_FNS[key][0](param, grad.indices)
 
 _LR_DEFAULT = 1e-3  # identity of these defaults tells "not given" from "given" for the lr / betas aliases
 _BETA1_DEFAULT = 0.9
@@ -53,6 +64,14 @@ def _sparse_grad_amsgrad(key, use_lazy, beta1_power, beta2_power, beta1, beta2, 
 def _offload(key, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v):
     delta = UPDATE_FNS[key][2](m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad)
     return F.depend(True, F.assign_add(param, delta))
+
+
+def _select_check_rows(impl):
+    """The check of a sparse gradient's indices against its parameter's rows: the fused kernel's, or the reference
+    path's (MindSpore's Gather, which refuses such an index on CPU)."""
+    if impl == "reference":
+        return reference.check_rows
+    return kernels.inplace_kernel("adam", "MsOptimCheckRows", (), ("param", "indices"))
 
 
 def _select_update_fns(impl, use_nesterov, use_amsgrad, offload_delta):
@@ -234,6 +253,8 @@ class Adam(nn.Optimizer):
         self._update_key = kernels.register_update_fns(
             f"adam-{resolved_impl}-nesterov{use_nesterov}-amsgrad{use_amsgrad}-delta{self._offload_delta}",
             lambda: _select_update_fns(resolved_impl, use_nesterov, use_amsgrad, self._offload_delta))
+        self._check_key = kernels.register_update_fns(f"adam-check-rows-{resolved_impl}",
+                                                      lambda: (_select_check_rows(resolved_impl),))
 
     @ms.jit
     def construct(self, gradients):
@@ -243,8 +264,12 @@ class Adam(nn.Optimizer):
             gradients = self.gradients_centralization(gradients)
         gradients = self.scale_grad(gradients)
         gradients = self._grad_sparse_indices_deduplicate(gradients)
+        # Every sparse gradient's indices are checked before the first write of the step: the step counter waits
+        # for the checks and every later write comes after it, so an index outside its parameter stops the step
+        # with nothing written (dense gradients: nothing to check).
+        checked = self.map_(F.partial(_check_rows, self._check_key), gradients, params)
         lr = self.get_lr()
-        self.assignadd(self.global_step, self.global_step_increase_tensor)
+        self.assignadd(self.global_step, F.depend(self.global_step_increase_tensor, checked))
 
         beta1_power = self.beta1_power * self.beta1
         self.beta1_power = beta1_power

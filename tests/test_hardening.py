@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import mindspore as ms
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import RowTensor, Parameter, Tensor, nn, ops
 
 import ms_optim
 from ms_optim import kernels
@@ -317,6 +317,49 @@ def test_runtime_refusal_names_the_kernel_and_the_argument(mode):
     assert "ms_optim kernel 'MsOptimLazyAdam' refused its inputs (index out of range" in message
     assert "'indices'[1] is 9, outside the 4 rows of 'param'" in message and "this call wrote nothing" in message
     np.testing.assert_array_equal(param.asnumpy(), np.ones((4, 3), np.float32))
+
+
+class _SparseStep(nn.Cell):
+    """One optimizer step on a dense gradient and a sparse (RowTensor) one for a (4, 2) parameter (graph mode: a
+    RowTensor is made inside a graph, as the backward pass of a sparse lookup makes it)."""
+
+    def __init__(self, opt):
+        super().__init__()
+        self.opt = opt
+
+    def construct(self, grad, values, indices):
+        return self.opt((grad, RowTensor(indices, values, (4, 2))))
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+@pytest.mark.parametrize("kwargs", [{"use_lazy": True}, {}, {"use_amsgrad": True}, {"use_lazy": True,
+                                                                                     "use_nesterov": True}],
+                         ids=["lazy", "dense-from-sparse", "amsgrad", "lazy-nesterov"])
+def test_sparse_index_outside_the_parameter_stops_the_step_before_any_write(impl, kwargs):
+    """Every sparse gradient's indices are checked before the first write of the step: a bad index (which only the
+    running step can see) leaves every parameter and state as it was, the step counter and beta powers too, on
+    both paths; a good step then runs."""
+    ms.set_context(mode=ms.GRAPH_MODE)
+    dense = Parameter(Tensor(np.ones(3, np.float32)), name="dense")
+    emb = Parameter(Tensor(np.ones((4, 2), np.float32)), name="emb")
+    opt = ms_optim.Adam([dense, emb], learning_rate=0.1, impl=impl, **kwargs)
+    step = _SparseStep(opt)
+    before = {p.name: p.asnumpy().copy() for p in opt.get_parameters()}
+    grad, values = Tensor(np.ones(3, np.float32)), Tensor(np.ones((2, 2), np.float32))
+    with pytest.raises(RuntimeError) as info:
+        step(grad, values, Tensor(np.array([1, 9], np.int32)))
+    if impl == "fused":
+        assert "ms_optim kernel 'MsOptimCheckRows' refused its inputs (index out of range" in str(info.value)
+        assert "'indices'[1] is 9, outside the 4 rows of 'param'; nothing of the step was written" in str(info.value)
+    for p in opt.get_parameters():
+        np.testing.assert_array_equal(p.asnumpy(), before[p.name], err_msg=p.name)
+    np.testing.assert_array_equal(dense.asnumpy(), np.ones(3, np.float32))
+    np.testing.assert_array_equal(emb.asnumpy(), np.ones((4, 2), np.float32))
+    # MindSpore refuses to run a graph again after it failed; a new cell around the same optimizer runs
+    _SparseStep(opt)(grad, values, Tensor(np.array([1, 3], np.int32)))
+    assert opt.global_step.asnumpy()[0] == 1
+    assert not np.array_equal(dense.asnumpy(), np.ones(3, np.float32))
+    assert not np.array_equal(emb.asnumpy(), np.ones((4, 2), np.float32))
 
 
 def test_c_callers_get_the_code_and_the_reason():

@@ -168,6 +168,13 @@ def _lazy(param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, values, 
     return F.depend(success, ops.scatter_update(param, rows, F.cast(new_p, F.dtype(param))))
 
 
+def check_rows(param, indices):
+    """Refuses an index outside the rows of ``param`` before anything of the step is written (the optimizer makes
+    its writes wait for the result): a gather of one value per index from a vector as long as the rows, which
+    MindSpore's Gather refuses on CPU, naming the index. The fused path's MsOptimCheckRows does the same check."""
+    return ops.gather(ops.zeros((ops.shape(param)[0],), mstype.float32), indices, 0)
+
+
 def densify(values, indices, dense_shape, dtype):
     """The dense tensor of a sparse row gradient (duplicate rows add up)."""
     dense = ops.zeros(dense_shape, mstype.float32)

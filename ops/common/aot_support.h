@@ -369,12 +369,14 @@ int DispatchFloatPair(DType param_dtype, DType state_dtype, Fn &&fn) {
 namespace ms_optim {
 // A refused call as MindSpore reports it: MindSpore catches std::exception around an AOT kernel and puts what()
 // into its error ("... Error message is <what>"), where a bare return code would read "Return value ... is 3".
-[[noreturn]] inline void ThrowRefusal(const char *symbol, int code) {
+// `before_writes`: the kernel is a check that runs before anything of the step is written (MsOptimCheckRows).
+[[noreturn]] inline void ThrowRefusal(const char *symbol, int code, bool before_writes = false) {
   std::string message = std::string("ms_optim kernel '") + symbol + "' refused its inputs (" + StatusName(code) +
                         ", code " + std::to_string(code) + ")";
   if (!LastError().empty()) message += ": " + LastError();
-  throw std::runtime_error(message + "; this call wrote nothing (parameters updated earlier in the same step keep "
-                                     "their update).");
+  throw std::runtime_error(message + (before_writes ? "; nothing of the step was written."
+                                                    : "; this call wrote nothing (parameters updated earlier in the "
+                                                      "same step keep their update)."));
 }
 }  // namespace ms_optim
 
@@ -388,6 +390,17 @@ namespace ms_optim {
     ms_optim::LastError().clear();                                                                             \
     const int status = ms_optim::__VA_ARGS__(nparam, params, ndims, shapes, dtypes);                          \
     if (status != ms_optim::kOk && extra != nullptr) ms_optim::ThrowRefusal(#SYMBOL, status);                 \
+    return status;                                                                                             \
+  }
+
+// MS_OPTIM_EXPORT_KERNEL for a check that runs before any write of the step (its refusal says so).
+#define MS_OPTIM_EXPORT_CHECK(SYMBOL, ...)                                                                     \
+  extern "C" __attribute__((visibility("default"))) int SYMBOL(int nparam, void **params, int *ndims,           \
+                                                              int64_t **shapes, const char **dtypes, void *,  \
+                                                              void *extra) {                                  \
+    ms_optim::LastError().clear();                                                                             \
+    const int status = ms_optim::__VA_ARGS__(nparam, params, ndims, shapes, dtypes);                          \
+    if (status != ms_optim::kOk && extra != nullptr) ms_optim::ThrowRefusal(#SYMBOL, status, true);           \
     return status;                                                                                             \
   }
 

@@ -279,6 +279,31 @@ int AdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, const ch
   });
 }
 
+// The indices of a sparse gradient against the rows of its parameter, checked for every sparse gradient of a step
+// before anything of the step is written (the optimizer makes its writes wait for these checks): an index outside
+// would otherwise stop the step part-way, in the lazy kernel, after earlier parameters had been updated.
+//   param, indices -> flag
+int CheckRowsKernel(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  const AotArgs a{nparam, params, ndims, shapes, dtypes};
+  constexpr int kParam = 0, kIndices = 1, kOut = 2;
+  if (nparam != kOut + 1) return RejectArgCount(nparam, kOut + 1);
+  if (ndims[kParam] < 1) return Reject(kBadShape, "'param' must have at least one axis, but has shape []");
+  if (ndims[kIndices] != 1) return Reject(kBadShape, "'indices' must be 1-D, but has shape %s", a.shape_str(kIndices).c_str());
+  const DType index_t = a.dtype(kIndices);
+  if (index_t != DType::kI32 && index_t != DType::kI64) return a.reject_dtype(kIndices, "indices", "int32 or int64");
+  const int64_t rows = shapes[kParam][0], nnz = shapes[kIndices][0];
+  for (int64_t k = 0; k < nnz; ++k) {
+    const int64_t row = index_t == DType::kI32 ? static_cast<const int32_t *>(params[kIndices])[k]
+                                               : static_cast<const int64_t *>(params[kIndices])[k];
+    if (row < 0 || row >= rows) {
+      return Reject(kBadIndex, "'indices'[%lld] is %lld, outside the %lld rows of 'param'", static_cast<long long>(k),
+                    static_cast<long long>(row), static_cast<long long>(rows));
+    }
+  }
+  *static_cast<float *>(params[kOut]) = 1.0f;
+  return kOk;
+}
+
 // Lazy Adam for a sparse gradient (values, indices): only the rows named by indices change, in param, m and v.
 //   param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, values, indices -> flag
 // Duplicate indices are summed first (in the order they appear), as the gradient of a row looked up twice is the
@@ -367,5 +392,6 @@ MS_OPTIM_EXPORT_KERNEL(MsOptimAdamDelta, AdamKernel<false, false, false, true>)
 MS_OPTIM_EXPORT_KERNEL(MsOptimAdamNesterovDelta, AdamKernel<false, true, false, true>)
 MS_OPTIM_EXPORT_KERNEL(MsOptimLazyAdam, LazyAdamKernel<false>)
 MS_OPTIM_EXPORT_KERNEL(MsOptimLazyAdamNesterov, LazyAdamKernel<true>)
+MS_OPTIM_EXPORT_CHECK(MsOptimCheckRows, CheckRowsKernel)
 MS_OPTIM_EXPORT_KERNEL(MsOptimAdaBelief, AdamKernel<true, false, false, false>)
 MS_OPTIM_EXPORT_KERNEL(MsOptimAdaBeliefAmsgrad, AdamKernel<true, false, true, false>)
