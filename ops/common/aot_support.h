@@ -383,26 +383,18 @@ namespace ms_optim {
 // Exports `SYMBOL` with the AOT signature, forwarding to ms_optim::<the rest> (a function or template instance).
 // MindSpore always passes its AotExtra as `extra`: a refusal is thrown for it to report. A plain C caller (the
 // tests, through ctypes) passes null and gets the code, and the reason from MsOptimLastError().
-#define MS_OPTIM_EXPORT_KERNEL(SYMBOL, ...)                                                                    \
+#define MS_OPTIM_EXPORT_AOT(SYMBOL, BEFORE_WRITES, ...)                                                        \
   extern "C" __attribute__((visibility("default"))) int SYMBOL(int nparam, void **params, int *ndims,           \
                                                               int64_t **shapes, const char **dtypes, void *,  \
                                                               void *extra) {                                  \
     ms_optim::LastError().clear();                                                                             \
     const int status = ms_optim::__VA_ARGS__(nparam, params, ndims, shapes, dtypes);                          \
-    if (status != ms_optim::kOk && extra != nullptr) ms_optim::ThrowRefusal(#SYMBOL, status);                 \
+    if (status != ms_optim::kOk && extra != nullptr) ms_optim::ThrowRefusal(#SYMBOL, status, BEFORE_WRITES);  \
     return status;                                                                                             \
   }
-
-// MS_OPTIM_EXPORT_KERNEL for a check that runs before any write of the step (its refusal says so).
-#define MS_OPTIM_EXPORT_CHECK(SYMBOL, ...)                                                                     \
-  extern "C" __attribute__((visibility("default"))) int SYMBOL(int nparam, void **params, int *ndims,           \
-                                                              int64_t **shapes, const char **dtypes, void *,  \
-                                                              void *extra) {                                  \
-    ms_optim::LastError().clear();                                                                             \
-    const int status = ms_optim::__VA_ARGS__(nparam, params, ndims, shapes, dtypes);                          \
-    if (status != ms_optim::kOk && extra != nullptr) ms_optim::ThrowRefusal(#SYMBOL, status, true);           \
-    return status;                                                                                             \
-  }
+#define MS_OPTIM_EXPORT_KERNEL(SYMBOL, ...) MS_OPTIM_EXPORT_AOT(SYMBOL, false, __VA_ARGS__)
+// A check that runs before any write of the step (its refusal says so).
+#define MS_OPTIM_EXPORT_CHECK(SYMBOL, ...) MS_OPTIM_EXPORT_AOT(SYMBOL, true, __VA_ARGS__)
 
 // Exported once per library (each family's .cc invokes it): the reason for the last refusal on this thread.
 #define MS_OPTIM_EXPORT_LAST_ERROR()                                                                           \

@@ -569,29 +569,6 @@ MS_OPTIM_TARGET_AVX512 float UpdateEncode(const uint8_t *qb, float absmax, float
 }  // namespace avx512
 #pragma GCC diagnostic pop
 
-// The hand-written block loops, one policy per instruction set, for Blocks below.
-struct Avx2Blocks {
-  static float Update(const uint8_t *qb, float absmax, float *p, const float *g, const AdagradScalars &k,
-                      const float *code, float *s) {
-    return avx2::Update<true>(qb, absmax, p, g, k, code, s);
-  }
-  static float UpdateEncode(const uint8_t *qb, float absmax, float *p, const float *g, const AdagradScalars &k,
-                            const quant8::Tables &t, float *s, const float *x, float scale, uint8_t *xq) {
-    return avx2::UpdateEncode(qb, absmax, p, g, k, t, s, x, scale, xq);
-  }
-};
-
-struct Avx512Blocks {
-  static float Update(const uint8_t *qb, float absmax, float *p, const float *g, const AdagradScalars &k,
-                      const float *code, float *s) {
-    return avx512::Update<true>(qb, absmax, p, g, k, code, s);
-  }
-  static float UpdateEncode(const uint8_t *qb, float absmax, float *p, const float *g, const AdagradScalars &k,
-                            const quant8::Tables &t, float *s, const float *x, float scale, uint8_t *xq) {
-    return avx512::UpdateEncode(qb, absmax, p, g, k, t, s, x, scale, xq);
-  }
-};
-
 // The instruction set of the hand-written 8-bit loops: the best the CPU has, capped by MS_OPTIM_QUANT8_SIMD
 // ("avx512", "avx2" or "none"; for tests that compare them, and for diagnosis).
 enum class Simd { kNone, kAvx2, kAvx512 };
@@ -619,10 +596,16 @@ inline Simd Quant8Simd() {
 }
 
 // Blocks [b0, b1) of a float32 tensor, all whole, updated and re-quantized: block b's update runs together with
-// block b - 1's re-quantizing (Isa::UpdateEncode). Block-wise (no `tensor`): each block dequantizes with
+// block b - 1's re-quantizing (UpdateEncode). Block-wise (no `tensor`): each block dequantizes with
 // absmax[b], which then gets the block's new absmax, the one its codes use. Tensor-wise: every block dequantizes
 // with tensor->decode and re-quantizes with tensor->encode; absmax is not touched.
-template <class Isa>
+// The two block loops of one instruction set: Update (writing) and UpdateEncode.
+using UpdateFn = float (*)(const uint8_t *, float, float *, const float *, const AdagradScalars &, const float *,
+                           float *);
+using UpdateEncodeFn = float (*)(const uint8_t *, float, float *, const float *, const AdagradScalars &,
+                                 const quant8::Tables &, float *, const float *, float, uint8_t *);
+
+template <UpdateFn Update, UpdateEncodeFn UpdateEncode>
 void Blocks(int64_t b0, int64_t b1, float *p, uint8_t *q, float *absmax, const float *g, const AdagradScalars &k,
             const quant8::Tables &t, const TensorScales *tensor) {
   alignas(64) float buf[2][kBlock];  // 64: the AVX-512 loops store to it aligned
@@ -633,10 +616,10 @@ void Blocks(int64_t b0, int64_t b1, float *p, uint8_t *q, float *absmax, const f
     const float old = tensor != nullptr ? tensor->decode : absmax[b];
     float amax;
     if (b > b0 && prev_scale >= avx2::kMinScale && prev_scale <= avx2::kMaxScale) {
-      amax = Isa::UpdateEncode(q + begin, old, p + begin, g + begin, k, t, s, prev, prev_scale, q + begin - kBlock);
+      amax = UpdateEncode(q + begin, old, p + begin, g + begin, k, t, s, prev, prev_scale, q + begin - kBlock);
     } else {
       if (b > b0) ms_optim::EncodeBlock(prev, kBlock, prev_scale, q + begin - kBlock, t);
-      amax = Isa::Update(q + begin, old, p + begin, g + begin, k, t.code, s);
+      amax = Update(q + begin, old, p + begin, g + begin, k, t.code, s);
     }
     if (tensor == nullptr) absmax[b] = amax;
     prev_scale = tensor != nullptr ? tensor->encode : amax;
@@ -693,10 +676,10 @@ void UpdateBlocks(int64_t n, int64_t b0, int64_t b1, P *p, uint8_t *q, float *ab
   if constexpr (std::is_same_v<P, float>) {
     const int64_t whole = std::min(b1, n / kBlock);  // the last block may be partial
     if (whole > b0 && Quant8Simd() == Simd::kAvx512) {
-      Blocks<Avx512Blocks>(b0, whole, p, q, absmax, g, k, t, tensor);
+      Blocks<avx512::Update<true>, avx512::UpdateEncode>(b0, whole, p, q, absmax, g, k, t, tensor);
       b0 = whole;
     } else if (whole > b0 && Quant8Simd() == Simd::kAvx2) {
-      Blocks<Avx2Blocks>(b0, whole, p, q, absmax, g, k, t, tensor);
+      Blocks<avx2::Update<true>, avx2::UpdateEncode>(b0, whole, p, q, absmax, g, k, t, tensor);
       b0 = whole;
     }
   }

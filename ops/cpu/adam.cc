@@ -279,6 +279,30 @@ int AdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, const ch
   });
 }
 
+// Element k of an int32 (`i32`) or int64 index tensor.
+inline int64_t IndexAt(const void *indices, bool i32, int64_t k) {
+  return i32 ? static_cast<const int32_t *>(indices)[k] : static_cast<const int64_t *>(indices)[k];
+}
+
+// `indices_i` is a 1-D int32 or int64 tensor of rows of `param_i` (at least 1-D), every one inside it.
+int CheckRowIndices(const AotArgs &a, int param_i, int indices_i) {
+  if (a.ndims[param_i] < 1) return Reject(kBadShape, "'param' must have at least one axis, but has shape []");
+  if (a.ndims[indices_i] != 1) {
+    return Reject(kBadShape, "'indices' must be 1-D, but has shape %s", a.shape_str(indices_i).c_str());
+  }
+  const DType index_t = a.dtype(indices_i);
+  if (index_t != DType::kI32 && index_t != DType::kI64) return a.reject_dtype(indices_i, "indices", "int32 or int64");
+  const int64_t rows = a.shapes[param_i][0], nnz = a.shapes[indices_i][0];
+  for (int64_t k = 0; k < nnz; ++k) {
+    const int64_t row = IndexAt(a.params[indices_i], index_t == DType::kI32, k);
+    if (row < 0 || row >= rows) {
+      return Reject(kBadIndex, "'indices'[%lld] is %lld, outside the %lld rows of 'param'", static_cast<long long>(k),
+                    static_cast<long long>(row), static_cast<long long>(rows));
+    }
+  }
+  return kOk;
+}
+
 // The indices of a sparse gradient against the rows of its parameter, checked for every sparse gradient of a step
 // before anything of the step is written (the optimizer makes its writes wait for these checks): an index outside
 // would otherwise stop the step part-way, in the lazy kernel, after earlier parameters had been updated.
@@ -287,19 +311,7 @@ int CheckRowsKernel(int nparam, void **params, int *ndims, int64_t **shapes, con
   const AotArgs a{nparam, params, ndims, shapes, dtypes};
   constexpr int kParam = 0, kIndices = 1, kOut = 2;
   if (nparam != kOut + 1) return RejectArgCount(nparam, kOut + 1);
-  if (ndims[kParam] < 1) return Reject(kBadShape, "'param' must have at least one axis, but has shape []");
-  if (ndims[kIndices] != 1) return Reject(kBadShape, "'indices' must be 1-D, but has shape %s", a.shape_str(kIndices).c_str());
-  const DType index_t = a.dtype(kIndices);
-  if (index_t != DType::kI32 && index_t != DType::kI64) return a.reject_dtype(kIndices, "indices", "int32 or int64");
-  const int64_t rows = shapes[kParam][0], nnz = shapes[kIndices][0];
-  for (int64_t k = 0; k < nnz; ++k) {
-    const int64_t row = index_t == DType::kI32 ? static_cast<const int32_t *>(params[kIndices])[k]
-                                               : static_cast<const int64_t *>(params[kIndices])[k];
-    if (row < 0 || row >= rows) {
-      return Reject(kBadIndex, "'indices'[%lld] is %lld, outside the %lld rows of 'param'", static_cast<long long>(k),
-                    static_cast<long long>(row), static_cast<long long>(rows));
-    }
-  }
+  if (int st = CheckRowIndices(a, kParam, kIndices); st != kOk) return st;
   *static_cast<float *>(params[kOut]) = 1.0f;
   return kOk;
 }
@@ -324,10 +336,10 @@ int LazyAdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, cons
                   a.shape_str(kValues).c_str(), a.shape_str(kParam).c_str(),
                   static_cast<long long>(ndims[kIndices] == 1 ? shapes[kIndices][0] : -1));
   }
-  const DType param_t = a.dtype(kParam), state_t = a.dtype(kM), index_t = a.dtype(kIndices);
+  const DType param_t = a.dtype(kParam), state_t = a.dtype(kM);
   if (a.dtype(kValues) != param_t) return a.reject_dtype(kValues, "values", dtypes[kParam]);
   if (a.dtype(kV) != state_t) return a.reject_dtype(kV, "v", dtypes[kM]);
-  if (index_t != DType::kI32 && index_t != DType::kI64) return a.reject_dtype(kIndices, "indices", "int32 or int64");
+  if (int st = CheckRowIndices(a, kParam, kIndices); st != kOk) return st;
   AdamScalars s;
   if (int st = ReadAdamScalars(a, kScalars, &s); st != kOk) return st;
   *static_cast<float *>(params[kOut]) = 1.0f;
@@ -336,15 +348,8 @@ int LazyAdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, cons
   const int64_t row_size = rows > 0 ? a.numel(kParam) / rows : 0;
   // (row, position) pairs sorted by row; a stable sort keeps duplicates in the order they appear.
   std::vector<std::pair<int64_t, int64_t>> order(nnz);
-  for (int64_t k = 0; k < nnz; ++k) {
-    int64_t row = index_t == DType::kI32 ? static_cast<const int32_t *>(params[kIndices])[k]
-                                         : static_cast<const int64_t *>(params[kIndices])[k];
-    if (row < 0 || row >= rows) {
-      return Reject(kBadIndex, "'indices'[%lld] is %lld, outside the %lld rows of 'param'", static_cast<long long>(k),
-                    static_cast<long long>(row), static_cast<long long>(rows));
-    }
-    order[k] = {row, k};
-  }
+  const bool i32 = a.dtype(kIndices) == DType::kI32;
+  for (int64_t k = 0; k < nnz; ++k) order[k] = {IndexAt(params[kIndices], i32, k), k};  // checked above
   std::stable_sort(order.begin(), order.end(),
                    [](const auto &x, const auto &y) { return x.first < y.first; });
   std::vector<int64_t> run_starts;  // start of each run of equal rows in `order`
