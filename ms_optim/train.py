@@ -335,8 +335,8 @@ def time_optimizer_steps(optimizers, grads, last_param, rounds, warmup):
     """{name: median seconds of one optimizer step}, every optimizer on the same gradient tuple, round-robin."""
     from ms_optim.bench import _time_round_robin
 
-    timed = _time_round_robin([(name, opt, last_param) for name, opt in optimizers.items()], grads, rounds, warmup)
-    return {name: t for name, (t, _) in timed.items()}
+    timed = _time_round_robin([[(name, opt, last_param) for name, opt in optimizers.items()]], grads, rounds, warmup)
+    return {name: t for name, (t, _, _) in timed.items()}
 
 
 def write_csv(path, rows, columns):

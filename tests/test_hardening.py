@@ -584,10 +584,13 @@ _KERNEL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run_kernel_script(tmp_path, arg, threads):
+def _run_kernel_script(tmp_path, arg, threads, spin_us=None):
     script = tmp_path / "kernel_script.py"
     script.write_text(_KERNEL_SCRIPT)
     env = dict(os.environ, MS_OPTIM_NUM_THREADS=str(threads))
+    env.pop("MS_OPTIM_SPIN_US", None)
+    if spin_us is not None:
+        env["MS_OPTIM_SPIN_US"] = spin_us
     return subprocess.run([sys.executable, str(script), __file__, _build.locate_library("adam"), arg], env=env,
                           capture_output=True, text=True, timeout=600)
 
@@ -598,11 +601,54 @@ def test_huge_thread_count_is_capped(tmp_path):
     assert "MS_OPTIM_NUM_THREADS=100000 is capped at 256 threads" in result.stderr
 
 
-def test_children_forked_while_the_pool_runs_do_not_hang(tmp_path):
+@pytest.mark.parametrize("spin_us", [None, "0"], ids=["spinning", "sleeping"])
+def test_children_forked_while_the_pool_runs_do_not_hang(tmp_path, spin_us):
     """Each child runs a pooled kernel right after a fork taken while the parent's pool is busy; before the pool
-    re-initialised itself after fork, some of 120 such children deadlocked (with 8 workers)."""
-    result = _run_kernel_script(tmp_path, "120", 8)  # 8 workers: with 2, the unfixed pool hung too rarely to see
+    re-initialised itself after fork, some of 120 such children deadlocked (with 8 workers). Workers that poll
+    between regions (the default) and workers that sleep at once (MS_OPTIM_SPIN_US=0)."""
+    result = _run_kernel_script(tmp_path, "120", 8, spin_us)  # 8 workers: with 2, the unfixed pool hung too rarely
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+_POOL_SCRIPT = textwrap.dedent("""
+    import ctypes, os, sys
+    import numpy as np
+    sys.path.insert(0, os.path.dirname(sys.argv[1]))
+    from _kernel_abi import adam_arrays as _adam_arrays, call as _call  # numpy and ctypes only: no MindSpore
+    lib = ctypes.CDLL(sys.argv[2])
+    arrays = _adam_arrays(1 << 17)  # 4 regions' worth of threads at kMinElementsPerThread
+    arrays[-2][:] = np.linspace(-1, 1, arrays[-2].size, dtype=np.float32)  # the gradient
+    for _ in range(int(sys.argv[3])):
+        if _call(lib, "MsOptimAdam", arrays):
+            sys.exit("refused")
+    np.save(sys.argv[4], np.concatenate(arrays[:3]))
+""")
+
+
+@pytest.mark.parametrize("spin_us", ["0", "1", "50"])
+def test_pool_regions_back_to_back(tmp_path, spin_us):
+    """3000 short parallel regions, workers sleeping at once (0), polling for about as long as a region lasts (1,
+    50: they keep switching between polling and sleeping, where a lost wake-up would hang) on 4 threads: same
+    bytes as one thread, no hang."""
+    script = tmp_path / "pool.py"
+    script.write_text(_POOL_SCRIPT)
+    outputs = []
+    for threads in (1, 4):
+        out = tmp_path / f"pool{threads}.npy"
+        env = dict(os.environ, MS_OPTIM_NUM_THREADS=str(threads), MS_OPTIM_SPIN_US=spin_us)
+        result = subprocess.run([sys.executable, str(script), __file__, _build.locate_library("adam"), "3000",
+                                 str(out)], env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stderr == ""
+        outputs.append(np.load(out))
+    assert outputs[1].tobytes() == outputs[0].tobytes()
+
+
+@pytest.mark.parametrize("value", ["x", "-5", "1.5", "200us"])
+def test_bad_spin_setting_is_said_and_ignored(tmp_path, value):
+    result = _run_kernel_script(tmp_path, "once", 2, value)
+    assert result.returncode == 0, result.stderr
+    assert f"MS_OPTIM_SPIN_US={value} is not a whole number of microseconds >= 0; using 200" in result.stderr
 
 
 @pytest.mark.parametrize("nesterov", [False, True], ids=["plain", "nesterov"])

@@ -8,6 +8,8 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <new>
@@ -189,10 +191,53 @@ inline int NumThreads() {
 constexpr int64_t kMinElementsPerThread = 1 << 15;
 constexpr int64_t kChunkAlign = 64;  // keep chunk starts cache-line and SIMD aligned
 
+// How long (microseconds) an idle worker, or a caller waiting for the workers, keeps polling before it sleeps:
+// MS_OPTIM_SPIN_US (0: sleep at once), default kDefaultSpinUs. A kernel runs one region per parameter, and
+// MindSpore launches the next kernel some 20 - 100 us after the last one ends; a worker that slept in between had
+// to be woken, which on the 2-vCPU virtual machines measured (docs/performance.md) cost 0.3 - 0.7 ms per 8-tensor
+// step: each region waited for the woken worker's half. OpenMP runtimes spin for the same reason (libgomp for
+// milliseconds); the bound keeps an idle pool from taking a core from MindSpore's own kernels for longer.
+constexpr int64_t kDefaultSpinUs = 200;
+constexpr int64_t kMaxSpinUs = 1000000;
+
+inline int64_t SpinMicroseconds() {
+  static const int64_t us = [] {
+    const char *env = std::getenv("MS_OPTIM_SPIN_US");
+    if (env == nullptr || *env == '\0') return kDefaultSpinUs;
+    char *end = nullptr;
+    const long long v = std::strtoll(env, &end, 10);
+    if (*end != '\0' || v < 0) {
+      std::fprintf(stderr, "ms_optim: MS_OPTIM_SPIN_US=%s is not a whole number of microseconds >= 0; using %lld\n",
+                   env, static_cast<long long>(kDefaultSpinUs));
+      return kDefaultSpinUs;
+    }
+    return std::min<int64_t>(v, kMaxSpinUs);
+  }();
+  return us;
+}
+
+// Polls done() for up to SpinMicroseconds(); whether it became true.
+template <typename Pred>
+bool SpinUntil(Pred &&done) {
+  const int64_t limit_us = SpinMicroseconds();
+  if (limit_us == 0) return done();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(limit_us);
+  for (int i = 1;; ++i) {
+    if (done()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+    if (i % 64 == 0 && std::chrono::steady_clock::now() >= deadline) return done();
+  }
+}
+
 // Worker threads kept for the life of the process: a parallel region wakes them instead of creating threads
 // (kernels run several regions per parameter, back to back). One region runs at a time; a caller that finds the
 // pool busy (MindSpore may launch kernels from several threads) runs its region on its own thread instead.
-// Chunking never changes results, so which thread runs a chunk does not matter.
+// Chunking never changes results, so which thread runs a chunk does not matter. Between regions workers poll for
+// the next one for SpinMicroseconds(), then sleep on a condition variable.
 //
 // Fork safety: a child process has only the thread that called fork(). The parent's workers do not exist there,
 // and the pool's mutexes may have been held by them, so the child forgets that pool (leaked, never touched) and
@@ -216,19 +261,24 @@ class WorkerPool {
     if (!busy.owns_lock()) return false;
     using TaskType = std::remove_reference_t<Task>;
     auto call = [](void *ctx, int i) { (*static_cast<TaskType *>(ctx))(i); };
+    bool sleepers;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       job_ = {call, static_cast<void *>(&task)};
       next_task_ = 1;  // task 0 is the caller's
       tasks_ = tasks;
-      pending_ = tasks - 1;
-      ++generation_;
+      pending_.store(tasks - 1, std::memory_order_relaxed);
+      generation_.store(generation_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+      sleepers = sleepers_ > 0;
     }
-    wake_.notify_all();
+    if (sleepers) wake_.notify_all();  // spinning workers see the new generation without it
     task(0);
     RunTasks();  // help with whatever the workers have not taken yet
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [&] { return pending_ == 0; });
+    const auto all_done = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+    if (!SpinUntil(all_done)) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, all_done);
+    }
     return true;
   }
 
@@ -275,19 +325,24 @@ class WorkerPool {
         job = job_;
       }
       job.call(job.ctx, i);
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (--pending_ == 0) done_.notify_all();
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(mutex_);  // a caller past its spin waits on done_ under this mutex
+        done_.notify_all();
+      }
     }
   }
 
   void Loop() {
     uint64_t seen = 0;
+    const auto new_job = [&] { return generation_.load(std::memory_order_acquire) != seen; };
     for (;;) {
-      {
+      if (!SpinUntil(new_job)) {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return generation_ != seen; });
-        seen = generation_;
+        ++sleepers_;
+        wake_.wait(lock, new_job);
+        --sleepers_;
       }
+      seen = generation_.load(std::memory_order_acquire);
       RunTasks();
     }
   }
@@ -296,8 +351,9 @@ class WorkerPool {
   std::mutex run_mutex_, mutex_;
   std::condition_variable wake_, done_;
   Job job_{};
-  int next_task_ = 0, tasks_ = 0, pending_ = 0;
-  uint64_t generation_ = 0;
+  int next_task_ = 0, tasks_ = 0, sleepers_ = 0;  // under mutex_
+  std::atomic<int> pending_{0};                   // tasks of the current job not yet finished
+  std::atomic<uint64_t> generation_{0};           // jobs started; written under mutex_, polled without it
 };
 
 // Runs fn(begin, end) over [0, n) split into one contiguous chunk per thread, each at least `min_per_thread`
