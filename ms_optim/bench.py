@@ -2,6 +2,11 @@
 
 Method, all in one run:
 
+0. Bounds: each section times a memory probe among its optimizers, once per round: the native in-place triad
+   ``a = a + s * c`` of ``ops/cpu/stream.cc`` on ``--elements`` float32 (12 B/element). A step's bound is the bytes
+   it moves at the bandwidth the probe moved in the same round, and "vs bound" is the median over rounds of step
+   time / that round's bound: the bandwidth of a shared host moves from minute to minute (38 - 65 GB/s on one
+   day), so a bandwidth measured once, before, mixed two moments. The triads of 1. are printed for reference.
 1. Memory bandwidth ``B`` is measured in this process with native STREAM-style triads (``ops/cpu/stream.cc``,
    built like the kernels: same compiler flags, SIMD clones, worker pool and ``--threads``) on float32 arrays of
    2^25 elements, best of 7: ``a = b + s * c`` counted at 16 B/element (b, c read; a written, and read first by
@@ -23,7 +28,7 @@ Method, all in one run:
    write to it). On CPU the call was observed to return only after the update (the parameter read then takes
    ~0.1 ms); the "b2b" column cross-checks: ``--steps`` calls back to back, one such read at the end.
 3. Bound: ``28 B/element`` for dense Adam (read param, m, v, grad; write param, m, v) and ``36 B/element``
-   with amsgrad (plus vhat read and written), over ``B``.
+   with amsgrad (plus vhat read and written), at each round's probe bandwidth (0.).
 4. Compile time of the first step of ``nn.TrainOneStepCell`` on a 100-layer ``nn.SequentialCell`` of small
    ``nn.Dense`` (200 parameters): first call minus a steady-state step. Each measurement runs in its own
    subprocess, ours and nn.Adam alternately, so that no in-process cache (parsed functions, resolved
@@ -36,14 +41,16 @@ Method, all in one run:
    B/element: read param, m, s, grad; write param, m, s), timed round-robin, with rectify=False so that every
    timed step runs the adaptive rule (with rectify the first 5 steps are SGD steps, which move the same bytes).
    Peers on the same sizes when importable: labml's AdaBelief (flags set as meant, see docs/adabelief.md) and the
-   authors' adabelief-pytorch, both torch on --threads CPU threads, timed in a round-robin of their own afterwards:
-   torch's OpenMP threads keep spinning after a step and slowed whichever MindSpore step came next.
+   authors' adabelief-pytorch, both torch on --threads CPU threads, timed in windows of 5 rounds of their own
+   (with the probe), alternating with the MindSpore pair's windows: torch's OpenMP threads keep spinning after a
+   step and slowed whichever MindSpore step came next.
 7. Adagrad: the ``--elements`` / ``--tensors`` case of 2., ms_optim.Adagrad (float32 state), ms_optim.Adagrad8bit
    (block-wise 8-bit state), nn.Adagrad and, when importable, torch.optim.Adagrad (fused=True, on CPU tensors) and
-   bitsandbytes' Adagrad8bit (its CPU backend), timed round-robin as in 2. (the torch optimizers after the MindSpore
-   ones, on their own fixed gradients, in a round-robin of their own; torch gets ``--threads`` threads). Bounds: 20
-   B/element for float32 state (read p, g, s; write p, s), 14 B/element for 8-bit state (read p, g, code; write p,
-   code; absmax adds 8/256), over ``B``; plus state bytes per parameter element.
+   bitsandbytes' Adagrad8bit (its CPU backend), timed round-robin as in 2. (the torch optimizers on their own fixed
+   gradients, in windows of their own alternating with the MindSpore ones', as in 6.; torch gets ``--threads``
+   threads). Bounds: 20 B/element for float32 state (read p, g, s; write p, s), 14 B/element for 8-bit state (read
+   p, g, code; write p, code; absmax adds 8/256), at each round's probe bandwidth; plus state bytes per parameter
+   element.
 """
 import argparse
 import gc
