@@ -5,25 +5,26 @@ Method, all in one run:
 0. Bounds: each section times a memory probe among its optimizers, once per round: the native in-place triad
    ``a = a + s * c`` of ``ops/cpu/stream.cc`` on ``--elements`` float32 (12 B/element). A step's bound is the bytes
    it moves at the bandwidth the probe moved in the same round, and "vs bound" is the median over rounds of step
-   time / that round's bound: the bandwidth of a shared host moves from minute to minute (38 - 65 GB/s on one
-   day), so a bandwidth measured once, before, mixed two moments. The triads of 1. are printed for reference.
-1. Memory bandwidth ``B`` is measured in this process with native STREAM-style triads (``ops/cpu/stream.cc``,
+   time / that round's bound (why: the _MemoryProbe docstring). The bandwidths of 1. are printed for reference.
+1. Reference bandwidth ``B``, before the runs (not used by the bounds since the probe of 0.), measured in this
+   process with native STREAM-style triads (``ops/cpu/stream.cc``,
    built like the kernels: same compiler flags, SIMD clones, worker pool and ``--threads``) on float32 arrays of
    2^25 elements, best of 7: ``a = b + s * c`` counted at 16 B/element (b, c read; a written, and read first by
    the write-allocate that ordinary stores cause) and the in-place ``a = a + s * c`` at 12 B/element (a, c read;
-   a written: the kernels' own pattern, every written line read first). ``B`` is the larger of the two, i.e. the
-   stricter bound. The numpy triad below is kept as a cross-check only (it reads low: two passes, Python threads).
+   a written: the kernels' own pattern, every written line read first). ``B`` is the larger of the two. The
+   numpy triad below is kept as a cross-check only (it reads low: two passes, Python threads).
    numpy cross-check: a STREAM-style triad ``a = b + s * c`` in numpy on
    three float32 arrays of 2^25 elements, on ``--threads`` Python threads (numpy releases the GIL) each on
    its own contiguous slice, as the kernels split their work; the best of 7 repetitions is kept. numpy has no
    fused triad, so it runs as ``np.multiply(c, s, out=a); np.add(a, b, out=a)`` and is counted at the
    traffic that really makes: 24 B/element (pass 1 reads c and writes a, with the write-allocate read of a
    that ordinary stores cause; pass 2 reads a and b and writes a). Counting without the write-allocate read
-   (20 B) would give a lower B, i.e. an easier bound, so it is printed but not used. A cache-blocked triad
+   (20 B) would give a lower B, so it is printed as such. A cache-blocked triad
    (16 B/element of memory traffic) is printed as a cross-check; its per-block Python calls make it read low.
 2. ``--elements`` float32 elements split into ``--tensors`` Parameters; each optimizer is called directly in
-   GRAPH_MODE with one fixed tuple of gradient Tensors (the same tuple for all). All four optimizers are built
-   up front and timed round-robin, one step of each per round, so load drift on a shared host hits all alike.
+   GRAPH_MODE with one fixed tuple of gradient Tensors (the same tuple for all). All the Adam variants (and the
+   memory probe) are built up front and timed round-robin, one step of each per round, so load drift on a shared
+   host hits all alike.
    A step is the call plus ``asnumpy()`` of the parameter the last kernel writes (it waits for every pending
    write to it). On CPU the call was observed to return only after the update (the parameter read then takes
    ~0.1 ms); the "b2b" column cross-checks: ``--steps`` calls back to back, one such read at the end.
@@ -277,6 +278,9 @@ def _time_round_robin(groups, grads, steps, warmup, window=5):
             done[g] += rounds
     results = {}
     for group in groups:
+        if len(groups) > 1:  # as a window opens: the previous group's threads settle during untimed steps
+            for _, opt, last in group:
+                step(opt, last)
         for name, opt, last in group:
             # Cross-check: calls back to back with one wait at the end, a throughput no early return can hide.
             t0 = time.perf_counter()

@@ -22,14 +22,15 @@ def test_bench_smoke_runs_every_section():
 
 
 class _Clock:
-    """A fake optimizer whose step takes the time the test says, through a shared fake clock."""
+    """A fake optimizer whose step takes the time the test says, through a shared fake clock; it logs its calls."""
 
-    def __init__(self, clock, costs):
-        self.clock, self.costs, self.calls = clock, list(costs), 0
+    def __init__(self, name, clock, log, costs):
+        self.name, self.clock, self.log, self.costs, self.calls = name, clock, log, list(costs), 0
 
     def __call__(self, grads):
         self.clock[0] += self.costs[min(self.calls, len(self.costs) - 1)]
         self.calls += 1
+        self.log.append(self.name)
 
     @staticmethod
     def asnumpy():
@@ -38,18 +39,19 @@ class _Clock:
 
 def test_round_robin_pairs_rounds_and_windows(monkeypatch):
     """Round r of a group holds step r of each entry; with two groups the rounds alternate in windows, each
-    opening with one untimed step per entry; the probe's per-round bandwidth sets each round's bound."""
-    clock = [0.0]
+    opening with one untimed step per entry, and each group's back-to-back calls follow one untimed step of
+    each of its entries; the probe's per-round bandwidth sets each round's bound."""
+    clock, log = [0.0], []
     monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
     warmup, steps, window = 1, 4, 2
-    # per call: warm-up, then (two groups) one untimed opening step per window, timed steps in between
-    opt = _Clock(clock, [9.0, 9.0, 1.0, 2.0, 9.0, 3.0, 4.0] + [1.0] * steps)
-    peer = _Clock(clock, [9.0, 9.0, 5.0, 6.0, 9.0, 7.0, 8.0] + [1.0] * steps)
+    # per entry: warm-up, then per window one untimed opening step and `window` timed ones, then settle and b2b
+    opt = _Clock("opt", clock, log, [9.0, 9.0, 1.0, 2.0, 9.0, 3.0, 4.0] + [1.0] * (steps + 1))
+    peer = _Clock("peer", clock, log, [9.0, 9.0, 5.0, 6.0, 9.0, 7.0, 8.0] + [1.0] * (steps + 1))
 
     class Probe(bench._MemoryProbe):
         def __init__(self):
             self.elements = 100
-            self._tick = _Clock(clock, [9.0, 9.0, 0.5, 1.0, 9.0, 0.5, 1.0] + [1.0] * steps)
+            self._tick = _Clock("probe", clock, log, [9.0, 9.0, 0.5, 1.0, 9.0, 0.5, 1.0] + [1.0] * (steps + 1))
 
         def __call__(self, grads):
             self._tick(grads)
@@ -57,6 +59,12 @@ def test_round_robin_pairs_rounds_and_windows(monkeypatch):
     probe = Probe()
     timed = bench._time_round_robin([[("opt", opt, opt), probe.entry()], [("peer", peer, peer)]], None, steps, warmup,
                                     window=window)
+    window0 = ["opt", "probe", "opt", "probe", "probe", "opt"]  # opening step, round 0, round 1 (rotated)
+    window1 = ["opt", "probe", "opt", "probe", "probe", "opt"]
+    b2b = ["opt", "probe"] + ["opt"] * steps + ["probe"] * steps
+    assert log == (["opt", "probe", "peer"]  # warm-up
+                   + window0 + ["peer"] * 3 + window1 + ["peer"] * 3
+                   + b2b + ["peer"] + ["peer"] * steps)
     assert timed["opt"][2] == [1.0, 2.0, 3.0, 4.0]
     assert timed["peer"][2] == [5.0, 6.0, 7.0, 8.0]
     assert timed["opt"][0] == statistics.median([1.0, 2.0, 3.0, 4.0])

@@ -627,9 +627,10 @@ _POOL_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.parametrize("spin_us", ["0", "1", "50"])
 def test_pool_regions_back_to_back(tmp_path, spin_us):
-    """3000 short parallel regions, workers sleeping at once (0), polling for about as long as a region lasts (1,
-    50: they keep switching between polling and sleeping, where a lost wake-up would hang) on 4 threads: same
-    bytes as one thread, no hang."""
+    """3000 short parallel regions on 4 threads, workers sleeping at once (0) or polling briefly (1, 50 us: shorter
+    than most regions, so they keep switching between polling and sleeping): same bytes as one thread, and no hang
+    (a lost completion notice would leave the caller waiting; a lost wake-up of a worker would not show, the
+    caller runs the tasks nobody took)."""
     script = tmp_path / "pool.py"
     script.write_text(_POOL_SCRIPT)
     outputs = []
@@ -649,6 +650,12 @@ def test_bad_spin_setting_is_said_and_ignored(tmp_path, value):
     result = _run_kernel_script(tmp_path, "once", 2, value)
     assert result.returncode == 0, result.stderr
     assert f"MS_OPTIM_SPIN_US={value} is not a whole number of microseconds >= 0; using 200" in result.stderr
+
+
+def test_huge_spin_setting_is_capped(tmp_path):
+    result = _run_kernel_script(tmp_path, "once", 2, "5000000")
+    assert result.returncode == 0, result.stderr
+    assert "MS_OPTIM_SPIN_US=5000000 is capped at 1000000" in result.stderr
 
 
 @pytest.mark.parametrize("nesterov", [False, True], ids=["plain", "nesterov"])
@@ -693,3 +700,20 @@ def test_installed_library_with_group_write_is_used(tmp_path, monkeypatch):
     (installed / name).write_bytes(b"damaged")  # the manifest check still applies: falls through to the cache
     with pytest.raises(_build.KernelBuildError):
         _build.verify_library(str(installed / name), check_owner=False)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="os.sched_setaffinity is Linux-only")
+def test_default_thread_count_follows_the_affinity_mask(tmp_path):
+    """Without MS_OPTIM_NUM_THREADS the kernels use the CPUs the process may run on (taskset, cpusets,
+    containers), not every CPU of the machine: more threads than CPUs only wait for each other."""
+    script = tmp_path / "affinity.py"
+    script.write_text(textwrap.dedent("""
+        import ctypes, os, sys
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        print(ctypes.CDLL(sys.argv[1]).MsOptimStreamThreads())
+    """))
+    env = {k: v for k, v in os.environ.items() if k != "MS_OPTIM_NUM_THREADS"}
+    result = subprocess.run([sys.executable, str(script), _build.locate_library("stream")], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"

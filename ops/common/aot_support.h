@@ -14,6 +14,7 @@
 #include <mutex>
 #include <new>
 #include <pthread.h>
+#include <sched.h>
 #include <system_error>
 #include <cmath>
 #include <cstdarg>
@@ -173,11 +174,21 @@ inline void Store(bf16_t *p, int64_t i, float x) {
 // for 100000 made thread creation throw and abort the process.
 constexpr int kMaxThreads = 256;
 
+// The CPUs this process may run on: its affinity mask (taskset, cpusets, containers), where hardware_concurrency()
+// counts every CPU of the machine.
+inline long AvailableCpus() {
+#ifdef __linux__
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+#endif
+  return static_cast<long>(std::thread::hardware_concurrency());
+}
+
 inline int NumThreads() {
   static const int threads = [] {
     const char *env = std::getenv("MS_OPTIM_NUM_THREADS");
     long t = env ? std::strtol(env, nullptr, 10) : 0;
-    if (t <= 0) t = static_cast<long>(std::thread::hardware_concurrency());
+    if (t <= 0) t = AvailableCpus();
     if (t > kMaxThreads) {
       std::fprintf(stderr, "ms_optim: MS_OPTIM_NUM_THREADS=%s is capped at %d threads\n", env, kMaxThreads);
       t = kMaxThreads;
@@ -192,11 +203,9 @@ constexpr int64_t kMinElementsPerThread = 1 << 15;
 constexpr int64_t kChunkAlign = 64;  // keep chunk starts cache-line and SIMD aligned
 
 // How long (microseconds) an idle worker, or a caller waiting for the workers, keeps polling before it sleeps:
-// MS_OPTIM_SPIN_US (0: sleep at once), default kDefaultSpinUs. A kernel runs one region per parameter, and
-// MindSpore launches the next kernel some 20 - 100 us after the last one ends; a worker that slept in between had
-// to be woken, which on the 2-vCPU virtual machines measured (docs/performance.md) cost 0.3 - 0.7 ms per 8-tensor
-// step: each region waited for the woken worker's half. OpenMP runtimes spin for the same reason (libgomp for
-// milliseconds); the bound keeps an idle pool from taking a core from MindSpore's own kernels for longer.
+// MS_OPTIM_SPIN_US (0: sleep at once), default kDefaultSpinUs, at most kMaxSpinUs. MindSpore launches one kernel
+// per parameter, some 20 - 100 us apart: a worker that went to sleep in between had to be woken for each region,
+// and the region waited for it (measurements and the trade-off: docs/kernels.md, "Threads").
 constexpr int64_t kDefaultSpinUs = 200;
 constexpr int64_t kMaxSpinUs = 1000000;
 
@@ -211,25 +220,37 @@ inline int64_t SpinMicroseconds() {
                    env, static_cast<long long>(kDefaultSpinUs));
       return kDefaultSpinUs;
     }
-    return std::min<int64_t>(v, kMaxSpinUs);
+    if (v > kMaxSpinUs) {
+      std::fprintf(stderr, "ms_optim: MS_OPTIM_SPIN_US=%s is capped at %lld\n", env,
+                   static_cast<long long>(kMaxSpinUs));
+      return kMaxSpinUs;
+    }
+    return static_cast<int64_t>(v);
   }();
   return us;
 }
 
-// Polls done() for up to SpinMicroseconds(); whether it became true.
+// Polls done() for up to SpinMicroseconds(); whether it became true. Every 64 polls the thread also yields its
+// CPU: with more threads than free CPUs (another process on a core, a restricted affinity mask, several kernel
+// libraries' pools or data-parallel ranks on one host) the thread being waited for may need this very core, and
+// without the yield every region waited out the whole polling time (measured: a 2^16-element region on 2 threads
+// pinned to 1 CPU, 250 us polling vs 45 us sleeping; 25 - 38 us with the yield).
 template <typename Pred>
 bool SpinUntil(Pred &&done) {
   const int64_t limit_us = SpinMicroseconds();
   if (limit_us == 0) return done();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(limit_us);
-  for (int i = 1;; ++i) {
+  for (uint32_t i = 1;; ++i) {
     if (done()) return true;
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #elif defined(__aarch64__)
     asm volatile("yield");
 #endif
-    if (i % 64 == 0 && std::chrono::steady_clock::now() >= deadline) return done();
+    if (i % 64 == 0) {
+      if (std::chrono::steady_clock::now() >= deadline) return done();
+      std::this_thread::yield();
+    }
   }
 }
 
@@ -353,7 +374,8 @@ class WorkerPool {
   Job job_{};
   int next_task_ = 0, tasks_ = 0, sleepers_ = 0;  // under mutex_
   std::atomic<int> pending_{0};                   // tasks of the current job not yet finished
-  std::atomic<uint64_t> generation_{0};           // jobs started; written under mutex_, polled without it
+  alignas(64) std::atomic<uint64_t> generation_{0};  // jobs started; written under mutex_, polled without it
+                                                     // (its own cache line: idle workers poll it)
 };
 
 // Runs fn(begin, end) over [0, n) split into one contiguous chunk per thread, each at least `min_per_thread`
