@@ -50,14 +50,17 @@ def _quantized_state_clipped(key, percentile, step, lr_denom, eps, lr, grad, par
 
 
 def _select_update_fns(impl):
-    """(32-bit, 8-bit) update functions: fused kernels or the reference functions (same signatures)."""
+    """(32-bit update, 8-bit update, 8-bit layout check) functions: fused kernels or the reference functions
+    (same signatures)."""
     if impl == "reference":
-        return (reference.adagrad, reference.adagrad_8bit)
+        return (reference.adagrad, reference.adagrad_8bit, reference.check_layout)
     scalars = ("lr", "gnorm_scale", "weight_decay", "eps")
     return (kernels.inplace_kernel("adagrad", "MsOptimAdagrad", ("param", "accum"), ("grad",) + scalars,
                                    input_dtypes={"accum": (ms.float32,)}),
             kernels.inplace_kernel("adagrad", "MsOptimAdagrad8bit", ("param", "code", "absmax"), ("grad",) + scalars,
-                                   input_dtypes={"code": (ms.uint8,), "absmax": (ms.float32,)}))
+                                   input_dtypes={"code": (ms.uint8,), "absmax": (ms.float32,)}),
+            kernels.inplace_kernel("adagrad", "MsOptimQuant8Layout", (), ("layout",),
+                                   input_dtypes={"layout": (ms.int32,)}))
 
 
 def _number(name, arg, value):
@@ -141,6 +144,8 @@ class Adagrad(nn.Optimizer):
         ValueError: If `impl` is invalid, or "fused" where the device target has no fused kernel.
         TypeError: If a parameter is not float16, float32 or bfloat16.
         RuntimeError: If `impl` is "fused" and the kernel library can not be built or loaded.
+        RuntimeError: When a step runs on 8-bit state written under another layout version (a loaded checkpoint's
+            `quant8_layout`); nothing of that step is written.
 
     Supported Platforms:
         ``CPU`` (fused kernel) ``GPU`` ``Ascend`` (reference path)
@@ -279,6 +284,10 @@ class Adagrad(nn.Optimizer):
                 gnorm_slot.append(g)
             else:
                 gnorm_slot.append(None)
+        # The layout version the 8-bit state is written under, saved and loaded with it (a checkpoint of another
+        # layout is refused before its first step writes anything; docs/adagrad.md, "Versions and checkpoints").
+        self.quant8_layout = (Parameter(Tensor(np.array([quantization.LAYOUT_VERSION], np.int32)),
+                                        name="quant8_layout", requires_grad=False) if codes else None)
         self.accum = ParameterTuple(accum)
         self.accum_code = ParameterTuple(codes)
         self.accum_absmax = ParameterTuple(absmaxes)
@@ -293,7 +302,10 @@ class Adagrad(nn.Optimizer):
         gradients = self.scale_grad(gradients)  # unscale first: clipping and weight decay see the true gradient
         gradients = self.gradients_centralization(gradients)
         lr = self.get_lr()
-        self.assignadd(self.global_step, self.global_step_increase_tensor)
+        increase = self.global_step_increase_tensor
+        if self.quant8_layout is not None:  # every update waits for the step counter, so for this check
+            increase = F.depend(increase, UPDATE_FNS[self._update_key][2](self.quant8_layout))
+        self.assignadd(self.global_step, increase)
         step = self.global_step  # read after the increment (auto-monad orders it): t = 1 on the first step
         lr_denom = 1.0 + (F.cast(step, mstype.float32) - 1.0) * self.lr_decay
         percentile = self.percentile_clipping

@@ -270,7 +270,8 @@ CASES = {  # exact float32 oracle: no percentile clipping here (its norm is summ
 
 
 def _compare(got, want, case, exact=True):
-    assert sorted(k for k in got if k not in ("global_step", "learning_rate")) == sorted(want), case
+    assert sorted(k for k in got if k not in ("global_step", "learning_rate", "quant8_layout")) == sorted(want), case
+    assert got.get("quant8_layout", np.array([1])).tolist() == [quantization.LAYOUT_VERSION]
     for name, value in want.items():
         if name.startswith("accum_code") and not exact:
             # a last-bit difference of s (clipping: the norm is summed in another order) can move a code by one
@@ -710,6 +711,54 @@ def test_8bit_checkpoint_resumes_bit_identical(mode, tmp_path, kwargs):
     assert resumed.keys() == straight.keys()
     for name, value in straight.items():
         np.testing.assert_array_equal(resumed[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+def test_checkpoint_of_another_layout_is_refused_before_writing(mode, tmp_path, impl):
+    """The 8-bit state's layout version is saved with it (quant8_layout); a checkpoint of another version loads,
+    but its first step stops before anything is written (parameters, codes, absmax, float32 sums, step counter),
+    with a message naming the versions on the fused path (MindSpore's Assert on the reference path). A checkpoint
+    without the version (written before it was saved) is version 1 and resumes."""
+    def make():
+        net = _net()
+        opt = ms_optim.Adagrad(net.trainable_params(), lr=0.05, optim_bits=8, impl=impl)
+        return nn.TrainOneStepCell(nn.WithLossCell(net, nn.MSELoss()), opt)
+
+    step = make()
+    _train_steps(step, _batches(2))
+    path = str(tmp_path / "adagrad8.ckpt")
+    ms.save_checkpoint(step, path)
+    saved = ms.load_checkpoint(path)
+    assert saved["quant8_layout"].asnumpy().tolist() == [quantization.LAYOUT_VERSION]
+    assert saved["quant8_layout"].dtype == ms.int32
+
+    saved["quant8_layout"] = Parameter(Tensor(np.array([quantization.LAYOUT_VERSION + 1], np.int32)),
+                                       name="quant8_layout")
+    other = make()
+    not_loaded, _ = ms.load_param_into_net(other, saved)
+    assert not not_loaded
+    before = {p.name: p.asnumpy().copy() for p in other.get_parameters()}
+    message = ("written under layout version 2 .'quant8_layout'., but this ms_optim reads version 1" if impl == "fused"
+               else "assert failed")
+    with pytest.raises(RuntimeError, match=message):
+        _train_steps(other, _batches(1, seed=5))
+    for p in other.get_parameters():
+        np.testing.assert_array_equal(p.asnumpy(), before[p.name], err_msg=p.name)
+
+    del saved["quant8_layout"]  # a checkpoint from before the version was saved
+    older = make()
+    not_loaded, _ = ms.load_param_into_net(older, saved)
+    assert not_loaded == ["quant8_layout"]
+    _train_steps(older, _batches(1, seed=5))
+    assert older.optimizer.global_step.asnumpy().tolist() == [3]
+
+
+def test_quant8_layout_exists_only_with_8bit_state():
+    w, b = Parameter(Tensor(np.ones((64, 80), np.float32)), name="w"), Parameter(Tensor(np.ones(8, np.float32)), name="b")
+    assert ms_optim.Adagrad([w, b], optim_bits=32).quant8_layout is None
+    assert ms_optim.Adagrad([b], optim_bits=8).quant8_layout is None  # under min_8bit_size: float32 state
+    layout = ms_optim.Adagrad8bit([w, b]).quant8_layout
+    assert (layout.name, layout.dtype, layout.asnumpy().tolist()) == ("quant8_layout", ms.int32, [1])
 
 
 def test_32bit_checkpoints_swap_with_nn_adagrad(tmp_path):

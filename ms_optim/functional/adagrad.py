@@ -47,6 +47,14 @@ def adagrad_8bit(param, code, absmax, grad, lr, gnorm_scale, weight_decay, eps):
     return F.depend(success, _store(param, p))
 
 
+def check_layout(layout):
+    """Refuses 8-bit state written under another layout version (``layout``, the optimizer's ``quant8_layout``
+    Parameter) before anything of the step is written (the optimizer makes its step counter wait for the result):
+    MindSpore's Assert, which prints the version found and raises RuntimeError. The fused path's
+    MsOptimQuant8Layout does the same check, with a message that says what failed."""
+    return ops.Assert(1)(ops.equal(layout, quantization.LAYOUT_VERSION), [layout])
+
+
 def percentile_clip(grad, gnorm_vec, step, percentile):
     """Percentile clipping as bitsandbytes <= 0.49 did it, for one parameter: writes the squared L2 norm of
     ``grad`` into ``gnorm_vec`` (float32, 100) at slot ``step % 100`` (every slot at step 1) and returns the

@@ -121,6 +121,8 @@ def _checked(symbol, names, written, out_shape, out_dtype, input_dtypes):
         return all(d >= 0 for d in shape)  # dynamic dimensions are left to the kernel
 
     def check_shapes(*shapes):
+        if param is None:  # a check of scalars (MsOptimQuant8Layout): no parameter to compare shapes with
+            return out_shape(shapes)
         want = list(shapes[param])
         if grad is not None and known(shapes[grad]) and known(want) and list(shapes[grad]) != want:
             raise ValueError(f"For ms_optim kernel '{symbol}', the gradient's shape {list(shapes[grad])} must be "

@@ -38,6 +38,7 @@ enum Status : int {
   kBadShape = 3,
   kBadScalar = 4,
   kBadIndex = 5,
+  kBadLayout = 6,
 };
 
 inline const char *StatusName(int code) {
@@ -47,6 +48,7 @@ inline const char *StatusName(int code) {
     case kBadShape: return "mismatched shape";
     case kBadScalar: return "bad scalar argument";
     case kBadIndex: return "index out of range";
+    case kBadLayout: return "8-bit state of another layout";
     default: return "error";
   }
 }

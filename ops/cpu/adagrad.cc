@@ -765,12 +765,35 @@ int Adagrad8Kernel(int nparam, void **params, int *ndims, int64_t **shapes, cons
   });
 }
 
+// The layout version an optimizer's 8-bit state was written under (its `quant8_layout` Parameter, saved in and
+// loaded from checkpoints with the codes) must be the one this library reads: checked before anything of the step
+// is written (the optimizer makes its step counter, and so every update, wait for it).
+//   layout (int32, 1) -> flag
+int LayoutKernel(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  const AotArgs a{nparam, params, ndims, shapes, dtypes};
+  constexpr int kLayout = 0, kOut = 1;
+  if (nparam != kOut + 1) return RejectArgCount(nparam, kOut + 1);
+  if (a.dtype(kLayout) != DType::kI32 || a.numel(kLayout) != 1) {
+    return Reject(kBadScalar, "'quant8_layout' must be an int32 tensor of one element, but has dtype %s and shape %s",
+                  dtypes[kLayout], a.shape_str(kLayout).c_str());
+  }
+  const int32_t layout = *static_cast<const int32_t *>(params[kLayout]);
+  if (layout != quant8::kLayoutVersion) {
+    return Reject(kBadLayout, "the 8-bit state was written under layout version %d ('quant8_layout'), but this "
+                  "ms_optim reads version %d; its codes would be read as other values (docs/adagrad.md, \"Versions "
+                  "and checkpoints\")", static_cast<int>(layout), quant8::kLayoutVersion);
+  }
+  *static_cast<float *>(params[kOut]) = 1.0f;
+  return kOk;
+}
+
 }  // namespace
 }  // namespace ms_optim
 
 MS_OPTIM_EXPORT_LAST_ERROR()
 MS_OPTIM_EXPORT_KERNEL(MsOptimAdagrad, Adagrad32Kernel)
 MS_OPTIM_EXPORT_KERNEL(MsOptimAdagrad8bit, Adagrad8Kernel)
+MS_OPTIM_EXPORT_CHECK(MsOptimQuant8Layout, LayoutKernel)
 
 // ---- the quantizer on its own, for tests through ctypes (plain C; not MindSpore kernels)
 
