@@ -235,8 +235,8 @@ inline int64_t SpinMicroseconds() {
 // Polls done() for up to SpinMicroseconds(); whether it became true. Every 64 polls the thread also yields its
 // CPU: with more threads than free CPUs (another process on a core, a restricted affinity mask, several kernel
 // libraries' pools or data-parallel ranks on one host) the thread being waited for may need this very core, and
-// without the yield every region waited out the whole polling time (measured: a 2^16-element region on 2 threads
-// pinned to 1 CPU, 250 us polling vs 45 us sleeping; 25 - 38 us with the yield).
+// without the yield every region waited out the whole polling time (2 threads pinned to 1 CPU, a 2^16-element
+// region: about 250 us polling vs 45 us sleeping at once; with the yield no slower than sleeping, docs/kernels.md).
 template <typename Pred>
 bool SpinUntil(Pred &&done) {
   const int64_t limit_us = SpinMicroseconds();
