@@ -20,7 +20,8 @@ _LR_DEFAULT = 1e-2  # its identity tells "not given" from "given" for the learni
 
 
 # One function per (state kind, clipping): the absmax slot is None for float32 state, the gnorm slot None without
-# percentile clipping. UPDATE_FNS[key] = (32-bit update, 8-bit update), fused kernels or reference functions.
+# percentile clipping. UPDATE_FNS[key] = (32-bit update, 8-bit update, 8-bit layout check), fused kernels or
+# reference functions.
 @_adagrad_opt.register("String", "Number", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
                        "None", "None", "Tensor")
 def _float_state(key, percentile, step, lr_denom, eps, lr, grad, param, accum, absmax, gnorm, weight_decay):
@@ -49,11 +50,27 @@ def _quantized_state_clipped(key, percentile, step, lr_denom, eps, lr, grad, par
     return F.depend(True, UPDATE_FNS[key][1](param, code, absmax, grad, lr / lr_denom, scale, weight_decay, eps))
 
 
-def _select_update_fns(impl):
+def _layout_check_kind(impl):
+    """How a step checks the 8-bit layout version: "kernel" (fused path), "assert" (reference path: MindSpore's
+    Assert, which exists on CPU and GPU), "none" where Assert does not (Ascend; MindSpore's security builds refuse
+    to build it): there a checkpoint of another layout is not detected (docs/adagrad.md)."""
+    if impl != "reference":
+        return "kernel"
+    if kernels.device_target() not in ("CPU", "GPU"):
+        return "none"
+    try:
+        ops.Assert(1)
+    except (ValueError, RuntimeError):
+        return "none"
+    return "assert"
+
+
+def _select_update_fns(impl, layout_check):
     """(32-bit update, 8-bit update, 8-bit layout check) functions: fused kernels or the reference functions
     (same signatures)."""
     if impl == "reference":
-        return (reference.adagrad, reference.adagrad_8bit, reference.check_layout)
+        check = reference.check_layout if layout_check == "assert" else reference.no_layout_check
+        return (reference.adagrad, reference.adagrad_8bit, check)
     scalars = ("lr", "gnorm_scale", "weight_decay", "eps")
     return (kernels.inplace_kernel("adagrad", "MsOptimAdagrad", ("param", "accum"), ("grad",) + scalars,
                                    input_dtypes={"accum": (ms.float32,)}),
@@ -145,7 +162,9 @@ class Adagrad(nn.Optimizer):
         TypeError: If a parameter is not float16, float32 or bfloat16.
         RuntimeError: If `impl` is "fused" and the kernel library can not be built or loaded.
         RuntimeError: When a step runs on 8-bit state written under another layout version (a loaded checkpoint's
-            `quant8_layout`); nothing of that step is written.
+            `quant8_layout`); none of the optimizer's Parameters is written by that step (on CPU and GPU; see
+            docs/adagrad.md for Ascend, and for PyNative mode, where a checkpoint must be loaded before the first
+            step).
 
     Supported Platforms:
         ``CPU`` (fused kernel) ``GPU`` ``Ascend`` (reference path)
@@ -206,8 +225,9 @@ class Adagrad(nn.Optimizer):
         self.eps = Tensor(float(eps), mstype.float32)
         self._init_state(float(initial_accumulator_value))
         self._wd = tuple(Tensor(wd, mstype.float32) for wd in self._weight_decay_per_param(params, weight_decay))
-        self._update_key = kernels.register_update_fns(f"adagrad-{resolved_impl}",
-                                                       lambda: _select_update_fns(resolved_impl))
+        layout_check = _layout_check_kind(resolved_impl)
+        self._update_key = kernels.register_update_fns(f"adagrad-{resolved_impl}-{layout_check}",
+                                                       lambda: _select_update_fns(resolved_impl, layout_check))
 
     @staticmethod
     def _resolve_args(name, args, optim_bits, min_8bit_size, percentile_clipping, block_wise):

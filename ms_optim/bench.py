@@ -486,12 +486,6 @@ def bench_adabelief(args):
     return results, missing, bandwidths
 
 
-def _ms_state_bytes(opt, params):
-    own = {id(p) for p in params}
-    state = [p for p in opt.get_parameters() if id(p) not in own and p.name not in ("global_step", "learning_rate")]
-    return sum(p.size * p.itemsize for p in state)
-
-
 def bench_adagrad(args):
     """{name: (median step s, back-to-back s, vs bound, bound s, state bytes per element)}: the MindSpore
     optimizers round-robin with the memory probe, the torch peers in windows of their own with it."""
@@ -499,6 +493,7 @@ def bench_adagrad(args):
     from mindspore import Parameter, Tensor, nn
 
     import ms_optim
+    from ms_optim.train import state_bytes
 
     per = args.elements // args.tensors
     n = per * args.tensors
@@ -515,7 +510,7 @@ def bench_adagrad(args):
     for i, (name, nbytes, make) in enumerate(variants):
         params = [Parameter(Tensor(w.copy()), name=f"adagrad{i}_w{j}") for j, w in enumerate(init)]
         opt = make(params)
-        info[name] = (nbytes, _ms_state_bytes(opt, params) / n)
+        info[name] = (nbytes, state_bytes(opt, params) / n)
         built.append((name, opt, params[-1]))
     skipped = {}
     try:
@@ -681,7 +676,7 @@ def main(argv=None):
     ms = _setup_mindspore(args.threads)
 
     print(f"ms_optim bench: MindSpore {ms.__version__}, CPU, GRAPH_MODE, {args.threads} threads "
-          f"(MS_OPTIM_NUM_THREADS and MindSpore CPU kernel threads), {os.cpu_count()} cores visible")
+          f"(MS_OPTIM_NUM_THREADS and MindSpore CPU kernel threads), {len(os.sched_getaffinity(0))} CPUs available")
     print(f"Memory bandwidth, native triads (ops/cpu/stream.cc, kernel flags, {native['threads']} threads, "
           f"{args.bandwidth_elements} float32 elements per array, best of 7):")
     print(f"  a = b + s*c at 16 B/elem (write-allocate counted): {native['triad16']:.2f} GB/s "

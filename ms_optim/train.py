@@ -244,11 +244,11 @@ def select_optimizers(spec):
 
 
 def state_bytes(optimizer, params):
-    """Bytes of the optimizer's own Parameters (its state), not counting the trained ones, the learning rate
-    and the step counter."""
+    """Bytes of the optimizer's own Parameters (its state), not counting the trained ones, the learning rate,
+    the step counter and the 8-bit layout version."""
     own = {id(p) for p in params}
     return sum(p.size * p.itemsize for p in optimizer.get_parameters()
-               if id(p) not in own and p.name not in ("global_step", "learning_rate"))
+               if id(p) not in own and p.name not in ("global_step", "learning_rate", "quant8_layout"))
 
 
 def implementation(optimizer):
@@ -439,7 +439,8 @@ def main(argv=None):
     def eval_loss(batches):
         return float(np.mean([eval_fn(x, val_targets[i]).asnumpy() for i, x in enumerate(batches)]))
 
-    print(f"ms_optim {ms_optim.__version__}, MindSpore {ms.__version__}, CPU, GRAPH_MODE, {os.cpu_count()} cores")
+    print(f"ms_optim {ms_optim.__version__}, MindSpore {ms.__version__}, CPU, GRAPH_MODE, "
+          f"{len(os.sched_getaffinity(0))} CPUs available")
     print(f"data: {n_files} standard-library files from {stdlib_dir()}: {len(train_ids):,} training / "
           f"{len(val_ids):,} validation characters (every 10th file held out), vocabulary {VOCAB_SIZE}")
     print(f"model: character transformer, {layers} blocks, d_model {d_model}, {heads} heads, MLP {d_ff}, context "

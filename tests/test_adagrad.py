@@ -271,7 +271,10 @@ CASES = {  # exact float32 oracle: no percentile clipping here (its norm is summ
 
 def _compare(got, want, case, exact=True):
     assert sorted(k for k in got if k not in ("global_step", "learning_rate", "quant8_layout")) == sorted(want), case
-    assert got.get("quant8_layout", np.array([1])).tolist() == [quantization.LAYOUT_VERSION]
+    if any(name.startswith("accum_code") for name in want):  # 8-bit state carries its layout version
+        assert got["quant8_layout"].tolist() == [quantization.LAYOUT_VERSION], case
+    else:
+        assert "quant8_layout" not in got, case
     for name, value in want.items():
         if name.startswith("accum_code") and not exact:
             # a last-bit difference of s (clipping: the norm is summed in another order) can move a code by one
@@ -713,15 +716,17 @@ def test_8bit_checkpoint_resumes_bit_identical(mode, tmp_path, kwargs):
         np.testing.assert_array_equal(resumed[name], value, err_msg=name)
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"block_wise": False, "percentile_clipping": 20, "lr_decay": 0.1}],
+                         ids=["8bit", "tensor_wise_clipping_decay"])
 @pytest.mark.parametrize("impl", ["fused", "reference"])
-def test_checkpoint_of_another_layout_is_refused_before_writing(mode, tmp_path, impl):
+def test_checkpoint_of_another_layout_is_refused_before_writing(mode, tmp_path, impl, kwargs):
     """The 8-bit state's layout version is saved with it (quant8_layout); a checkpoint of another version loads,
     but its first step stops before anything is written (parameters, codes, absmax, float32 sums, step counter),
     with a message naming the versions on the fused path (MindSpore's Assert on the reference path). A checkpoint
     without the version (written before it was saved) is version 1 and resumes."""
     def make():
         net = _net()
-        opt = ms_optim.Adagrad(net.trainable_params(), lr=0.05, optim_bits=8, impl=impl)
+        opt = ms_optim.Adagrad(net.trainable_params(), lr=0.05, optim_bits=8, impl=impl, **kwargs)
         return nn.TrainOneStepCell(nn.WithLossCell(net, nn.MSELoss()), opt)
 
     step = make()
@@ -742,7 +747,7 @@ def test_checkpoint_of_another_layout_is_refused_before_writing(mode, tmp_path, 
                else "assert failed")
     with pytest.raises(RuntimeError, match=message):
         _train_steps(other, _batches(1, seed=5))
-    for p in other.get_parameters():
+    for p in other.get_parameters():  # parameters, codes, absmax, the bias's float32 sums, norms, step counter
         np.testing.assert_array_equal(p.asnumpy(), before[p.name], err_msg=p.name)
 
     del saved["quant8_layout"]  # a checkpoint from before the version was saved
@@ -751,6 +756,41 @@ def test_checkpoint_of_another_layout_is_refused_before_writing(mode, tmp_path, 
     assert not_loaded == ["quant8_layout"]
     _train_steps(older, _batches(1, seed=5))
     assert older.optimizer.global_step.asnumpy().tolist() == [3]
+
+
+def test_layout_check_kernel_through_ctypes():
+    """MsOptimQuant8Layout on its own: the version this library reads passes (flag 1), any other is refused with
+    its own code and the versions named, a tensor that is not one int32 is refused as a bad scalar."""
+    from ms_optim.kernels import _build
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _kernel_abi import call
+    lib = ctypes.CDLL(_build.locate_library("adagrad"))
+    lib.MsOptimLastError.restype = ctypes.c_char_p
+    flag = np.zeros(1, np.float32)
+    assert call(lib, "MsOptimQuant8Layout", [np.array([quantization.LAYOUT_VERSION], np.int32), flag]) == 0
+    assert flag.tolist() == [1.0]
+    for other in (quantization.LAYOUT_VERSION + 1, -7):
+        assert call(lib, "MsOptimQuant8Layout", [np.array([other], np.int32), np.zeros(1, np.float32)]) == 6
+        assert (f"written under layout version {other} ('quant8_layout'), but this ms_optim reads version "
+                f"{quantization.LAYOUT_VERSION}") in lib.MsOptimLastError().decode()
+    for bad in (np.array([1], np.int64), np.array([1, 1], np.int32)):
+        assert call(lib, "MsOptimQuant8Layout", [bad, np.zeros(1, np.float32)]) == 4
+    assert call(lib, "MsOptimQuant8Layout", [np.array([1], np.int32)]) == 1
+
+
+def test_layout_check_kind(monkeypatch):
+    """Fused: the kernel; reference: MindSpore's Assert on CPU and GPU, none where it does not exist (Ascend, or a
+    security build whose Assert refuses to be built)."""
+    assert adagrad_module._layout_check_kind("fused") == "kernel"
+    assert adagrad_module._layout_check_kind("reference") == "assert"
+    monkeypatch.setattr(kernels, "device_target", lambda: "Ascend")
+    assert adagrad_module._layout_check_kind("reference") == "none"
+    monkeypatch.setattr(kernels, "device_target", lambda: "CPU")
+
+    def refuse(*args, **kwargs):
+        raise ValueError("The Assert is not supported, please without `-s on` and recompile source.")
+    monkeypatch.setattr(adagrad_module.ops, "Assert", refuse)
+    assert adagrad_module._layout_check_kind("reference") == "none"
 
 
 def test_quant8_layout_exists_only_with_8bit_state():

@@ -55,6 +55,11 @@ def check_layout(layout):
     return ops.Assert(1)(ops.equal(layout, quantization.LAYOUT_VERSION), [layout])
 
 
+def no_layout_check(layout):
+    """Where MindSpore has no Assert (Ascend, security builds): no check; the step depends on ``layout`` only."""
+    return layout
+
+
 def percentile_clip(grad, gnorm_vec, step, percentile):
     """Percentile clipping as bitsandbytes <= 0.49 did it, for one parameter: writes the squared L2 norm of
     ``grad`` into ``gnorm_vec`` (float32, 100) at slot ``step % 100`` (every slot at step 1) and returns the

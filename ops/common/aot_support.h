@@ -15,6 +15,7 @@
 #include <new>
 #include <pthread.h>
 #include <sched.h>
+#include <unistd.h>
 #include <system_error>
 #include <cmath>
 #include <cstdarg>
@@ -176,12 +177,14 @@ inline void Store(bf16_t *p, int64_t i, float x) {
 // for 100000 made thread creation throw and abort the process.
 constexpr int kMaxThreads = 256;
 
-// The CPUs this process may run on: its affinity mask (taskset, cpusets, containers), where hardware_concurrency()
-// counts every CPU of the machine.
+// The CPUs this process may run on: the affinity mask of its main thread (what taskset and cpusets set; the first
+// kernel may run on a runtime thread that MindSpore pinned to one core), where hardware_concurrency() counts every
+// CPU of the machine. A CPU quota (docker --cpus, Kubernetes limits.cpu) leaves the mask whole: set
+// MS_OPTIM_NUM_THREADS there.
 inline long AvailableCpus() {
 #ifdef __linux__
   cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  if (sched_getaffinity(getpid(), sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
 #endif
   return static_cast<long>(std::thread::hardware_concurrency());
 }
@@ -192,7 +195,11 @@ inline int NumThreads() {
     long t = env ? std::strtol(env, nullptr, 10) : 0;
     if (t <= 0) t = AvailableCpus();
     if (t > kMaxThreads) {
-      std::fprintf(stderr, "ms_optim: MS_OPTIM_NUM_THREADS=%s is capped at %d threads\n", env, kMaxThreads);
+      if (env != nullptr && std::strtol(env, nullptr, 10) > 0) {
+        std::fprintf(stderr, "ms_optim: MS_OPTIM_NUM_THREADS=%s is capped at %d threads\n", env, kMaxThreads);
+      } else {
+        std::fprintf(stderr, "ms_optim: %ld CPUs; the kernels use at most %d threads\n", t, kMaxThreads);
+      }
       t = kMaxThreads;
     }
     return static_cast<int>(std::max(1L, t));

@@ -35,5 +35,5 @@ extern "C" __attribute__((visibility("default"))) void MsOptimStreamTriadInPlace
   ms_optim::ParallelFor(n, [&](int64_t begin, int64_t end) { ms_optim::TriadInPlaceRange(begin, end, a, c, s); });
 }
 
-// The thread count the kernels use (MS_OPTIM_NUM_THREADS, else all cores).
+// The thread count the kernels use (MS_OPTIM_NUM_THREADS, else the CPUs the process may run on).
 extern "C" __attribute__((visibility("default"))) int MsOptimStreamThreads() { return ms_optim::NumThreads(); }
