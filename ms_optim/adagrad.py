@@ -65,9 +65,10 @@ def _layout_check_kind(impl):
     return "assert"
 
 
-def _select_update_fns(impl, layout_check):
+def _select_update_fns(impl, layout_check=None):
     """(32-bit update, 8-bit update, 8-bit layout check) functions: fused kernels or the reference functions
-    (same signatures)."""
+    (same signatures); ``layout_check``: see _layout_check_kind (its answer for ``impl`` when not given)."""
+    layout_check = layout_check or _layout_check_kind(impl)
     if impl == "reference":
         check = reference.check_layout if layout_check == "assert" else reference.no_layout_check
         return (reference.adagrad, reference.adagrad_8bit, check)
