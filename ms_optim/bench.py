@@ -195,7 +195,7 @@ def _setup_mindspore(threads):
 # ------------------------------------------------------------------------------------------------ step time
 def bench_steps(args, ms):
     """({name: (kind, median synced step seconds, back-to-back seconds per step, vs bound, bound seconds)}, B)
-    for the Adam variants, B the median bandwidth of the memory probe timed among them.
+    for the Adam variants, B the median bandwidth (GB/s) of the memory probe timed among them.
 
     All are built first (each with its own parameters, all fed the same gradient tuple) and then timed
     round-robin, one step of each per round in a rotating order, so that drifts in machine load (this may be
@@ -223,18 +223,14 @@ def bench_steps(args, ms):
         built.append((name, kind, make(params), params[-1]))
     del init
 
-    probe = _MemoryProbe(args.elements)
-    timed = _time_round_robin([[(name, opt, last) for name, _, opt, last in built] + [probe.entry()]], grads,
-                              args.steps, args.warmup)
-    probe_rounds = timed[probe.NAME][2]
-    results = {}
-    for name, kind, _, _ in built:
-        t, batch, rounds = timed[name]
-        nbytes = (DENSE_BYTES if kind == "dense" else AMSGRAD_BYTES) * args.elements
-        results[name] = (kind, t, batch, *probe.vs_bound(rounds, probe_rounds, nbytes))
+    kinds = {name: kind for name, kind, _, _ in built}
+    timed, bandwidths = _time_with_probe(
+        [(name, opt, last) for name, _, opt, last in built], [], grads, args, args.elements,
+        lambda name: (DENSE_BYTES if kinds[name] == "dense" else AMSGRAD_BYTES) * args.elements)
+    results = {name: (kinds[name], *timed[name]) for name in kinds}
     del built
     gc.collect()
-    return results, probe.bandwidth(probe_rounds)
+    return results, bandwidths[_MemoryProbe.NAME]
 
 
 def _time_round_robin(groups, grads, steps, warmup, window=5):
@@ -386,9 +382,25 @@ def bench_came(args):
 TORCH_PROBE = "memory probe (torch windows)"
 
 
-def _probe_bandwidths(probe, groups, timed):
-    """{probe entry name: median bandwidth in GB/s over its rounds} for the probe closing each group."""
-    return {group[-1][0]: probe.bandwidth(timed[group[-1][0]][2]) / 1e9 for group in groups}
+def _time_with_probe(entries, torch_entries, grads, args, elements, nbytes):
+    """Times ``entries`` (MindSpore optimizers) round-robin with a memory probe of ``elements`` float32, and the
+    ``torch_entries`` (if any) in windows of their own with it (never interleaved with MindSpore's: spinning
+    OpenMP threads). Returns ({name: (median step s, back-to-back s, vs bound, bound s)}, {probe entry name: median
+    bandwidth in GB/s}), each step's bound from ``nbytes(name)`` bytes at its own group's probe rounds."""
+    probe = _MemoryProbe(elements)
+    groups = [entries + [probe.entry()]]
+    if torch_entries:
+        groups.append(torch_entries + [probe.entry(TORCH_PROBE)])
+    timed = _time_round_robin(groups, grads, args.steps, args.warmup)
+    results, bandwidths = {}, {}
+    for group in groups:
+        probe_name = group[-1][0]
+        probe_rounds = timed[probe_name][2]
+        bandwidths[probe_name] = probe.bandwidth(probe_rounds) / 1e9
+        for name, _, _ in group[:-1]:
+            t, batch, rounds = timed[name]
+            results[name] = (t, batch, *probe.vs_bound(rounds, probe_rounds, nbytes(name)))
+    return results, bandwidths
 
 
 def _print_probe(bandwidths):
@@ -458,29 +470,20 @@ def bench_adabelief(args):
                                       ("ms_optim.Adam", lambda p: ms_optim.Adam(p, learning_rate=1e-3)))):
         params = [Parameter(Tensor(w.copy()), name=f"adabelief{i}_w{j}") for j, w in enumerate(init)]
         built.append((name, make(params), params[-1]))
-    probe = _MemoryProbe(args.elements)
-    groups = [built + [probe.entry()]]
+    torch_built = []
     peers = _adabelief_torch_peers()
     if peers:  # in windows of their own, never interleaved with the MindSpore pair (spinning OpenMP threads)
         import torch
         torch.set_num_threads(args.threads)
-        torch_built = []
         for name, make in peers.items():
             params = [torch.nn.Parameter(torch.from_numpy(w.copy())) for w in init]
             for p, g in zip(params, grad_arrays):
                 p.grad = torch.from_numpy(g.copy())
             torch_built.append((name, _TorchStep(make(params)), _TorchStep))
-        groups.append(torch_built + [probe.entry(TORCH_PROBE)])
     del init
-    timed = _time_round_robin(groups, grads, args.steps, args.warmup)
-    results = {}
-    for group in groups:
-        probe_rounds = timed[group[-1][0]][2]
-        for name, _, _ in group[:-1]:
-            t, batch, rounds = timed[name]
-            results[name] = (t, batch, *probe.vs_bound(rounds, probe_rounds, DENSE_BYTES * args.elements))
-    bandwidths = _probe_bandwidths(probe, groups, timed)
-    del built, groups
+    results, bandwidths = _time_with_probe(built, torch_built, grads, args, args.elements,
+                                           lambda name: DENSE_BYTES * args.elements)
+    del built, torch_built
     gc.collect()
     missing = [name for name in ("labml AdaBelief (torch)", "adabelief-pytorch") if name not in peers]
     return results, missing, bandwidths
@@ -549,20 +552,9 @@ def bench_adagrad(args):
         except ImportError as err:
             skipped["bitsandbytes Adagrad8bit"] = f"bitsandbytes not importable: {err}"
     del init
-    probe = _MemoryProbe(n)
-    groups = [built + [probe.entry()]]
-    if torch_built:  # in windows of their own, never interleaved with the MindSpore variants (spinning OpenMP threads)
-        groups.append(torch_built + [probe.entry(TORCH_PROBE)])
-    timed = _time_round_robin(groups, grads, args.steps, args.warmup)
-    results = {}
-    for group in groups:
-        probe_rounds = timed[group[-1][0]][2]
-        for name, _, _ in group[:-1]:
-            t, batch, rounds = timed[name]
-            nbytes, state = info[name]
-            results[name] = (t, batch, *probe.vs_bound(rounds, probe_rounds, nbytes * n), state)
-    bandwidths = _probe_bandwidths(probe, groups, timed)
-    del built, torch_built, groups
+    timed, bandwidths = _time_with_probe(built, torch_built, grads, args, n, lambda name: info[name][0] * n)
+    results = {name: (*timed[name], info[name][1]) for name in timed}
+    del built, torch_built
     gc.collect()
     return results, skipped, bandwidths
 
@@ -694,7 +686,7 @@ def main(argv=None):
         print()
         print(f"Optimizer step: {n} float32 elements in {args.tensors} tensors of {n // args.tensors}; median of "
               f"{args.steps} steps after {args.warmup} warm-up, variants interleaved, each call followed by a "
-              f"parameter read; {_PROBE_NOTE.format(B=adam_B / 1e9)}")
+              f"parameter read; {_PROBE_NOTE.format(B=adam_B)}")
         header = (f"  {'optimizer':<24}{'step ms':>9}{'b2b ms':>9}{'vs nn.Adam':>12}{'bound ms':>10}{'vs bound':>10}"
                   f"{'GB/s':>8}")
         print(header)
