@@ -25,9 +25,11 @@ Method, all in one run:
    GRAPH_MODE with one fixed tuple of gradient Tensors (the same tuple for all). All the Adam variants (and the
    memory probe) are built up front and timed round-robin, one step of each per round, so load drift on a shared
    host hits all alike.
-   A step is the call plus ``asnumpy()`` of the parameter the last kernel writes (it waits for every pending
-   write to it). On CPU the call was observed to return only after the update (the parameter read then takes
-   ~0.1 ms); the "b2b" column cross-checks: ``--steps`` calls back to back, one such read at the end.
+   A step is the call plus ``mindspore.runtime.synchronize()`` (it waits for every pending kernel). On CPU the
+   call returns only after the update (measured: a view of the parameter holds the new values as the call
+   returns); the wait then takes ~0.05 ms, where reading a parameter of 2^21 elements (``asnumpy()``, used
+   before) took 0.15 - 0.3 ms that torch's step does not pay. The "b2b" column cross-checks: ``--steps`` calls
+   back to back, one wait at the end.
 3. Bound: ``28 B/element`` for dense Adam (read param, m, v, grad; write param, m, v) and ``36 B/element``
    with amsgrad (plus vhat read and written), at each round's probe bandwidth (0.).
 4. Compile time of the first step of ``nn.TrainOneStepCell`` on a 100-layer ``nn.SequentialCell`` of small
@@ -220,12 +222,12 @@ def bench_steps(args, ms):
     built = []
     for i, (name, kind, make) in enumerate(variants):
         params = [Parameter(Tensor(w.copy()), name=f"bench{i}_w{j}") for j, w in enumerate(init)]
-        built.append((name, kind, make(params), params[-1]))
+        built.append((name, kind, make(params)))
     del init
 
-    kinds = {name: kind for name, kind, _, _ in built}
+    kinds = {name: kind for name, kind, _ in built}
     timed, bandwidths = _time_with_probe(
-        [(name, opt, last) for name, _, opt, last in built], [], grads, args, args.elements,
+        [(name, opt, wait_for_mindspore) for name, _, opt in built], [], grads, args, args.elements,
         lambda name: (DENSE_BYTES if kinds[name] == "dense" else AMSGRAD_BYTES) * args.elements)
     results = {name: (kinds[name], *timed[name]) for name in kinds}
     del built
@@ -233,9 +235,21 @@ def bench_steps(args, ms):
     return results, bandwidths[_MemoryProbe.NAME]
 
 
+def wait_for_mindspore():
+    """Waits for every pending MindSpore kernel (the wait of a MindSpore optimizer's step)."""
+    import mindspore as ms
+
+    ms.runtime.synchronize()
+
+
+def no_wait():
+    """The wait of what returns only when done (torch's CPU step, the memory probe)."""
+
+
 def _time_round_robin(groups, grads, steps, warmup, window=5):
     """{name: (median synced step seconds, back-to-back seconds per step, list of per-round seconds)} for the
-    (name, optimizer, last param) entries of ``groups`` (lists of entries).
+    (name, optimizer, wait) entries of ``groups`` (lists of entries): a step is ``optimizer(grads)``, then
+    ``wait()`` (wait_for_mindspore, or no_wait for what returns when done).
 
     Each round runs one step of every entry of a group, in a rotating order, so that drifts in machine load hit
     every entry alike. With several groups (the MindSpore optimizers, then the torch peers: torch's OpenMP threads
@@ -244,17 +258,15 @@ def _time_round_robin(groups, grads, steps, warmup, window=5):
     entry (while the other group's threads settle), so that slower drifts reach every group too. Round ``r`` of
     one group holds step ``r`` of each of its entries: a _MemoryProbe entry gives each round's bandwidth.
     """
-    def step(opt, last):
+    def step(opt, wait):
         out = opt(grads)
-        # The returned flags are plain Python bools; reading the parameter the last kernel writes waits for
-        # every pending write to it, should execution ever return early (about 0.1 ms, the same for all).
-        last.asnumpy()
+        wait()
         return out
 
     for group in groups:
         for _ in range(warmup):
-            for _, opt, last in group:
-                step(opt, last)
+            for _, opt, wait in group:
+                step(opt, wait)
     times = {name: [] for group in groups for name, _, _ in group}
     done = [0] * len(groups)
     while any(d < steps for d in done):
@@ -263,26 +275,26 @@ def _time_round_robin(groups, grads, steps, warmup, window=5):
             if rounds <= 0:
                 continue
             if len(groups) > 1:
-                for _, opt, last in group:
-                    step(opt, last)
+                for _, opt, wait in group:
+                    step(opt, wait)
             for r in range(done[g], done[g] + rounds):
                 for k in range(len(group)):
-                    name, opt, last = group[(r + k) % len(group)]
+                    name, opt, wait = group[(r + k) % len(group)]
                     t0 = time.perf_counter()
-                    step(opt, last)
+                    step(opt, wait)
                     times[name].append(time.perf_counter() - t0)
             done[g] += rounds
     results = {}
     for group in groups:
         if len(groups) > 1:  # as a window opens: the previous group's threads settle during untimed steps
-            for _, opt, last in group:
-                step(opt, last)
-        for name, opt, last in group:
+            for _, opt, wait in group:
+                step(opt, wait)
+        for name, opt, wait in group:
             # Cross-check: calls back to back with one wait at the end, a throughput no early return can hide.
             t0 = time.perf_counter()
             for _ in range(steps):
                 opt(grads)
-            last.asnumpy()
+            wait()
             results[name] = (statistics.median(times[name]), (time.perf_counter() - t0) / steps, times[name])
     return results
 
@@ -314,12 +326,8 @@ class _MemoryProbe:
         self._sign = -self._sign  # add and take away: a stays bounded
         self._lib.MsOptimStreamTriadInPlace(self._a.ctypes.data, self._c.ctypes.data, self._sign, self.elements)
 
-    @staticmethod
-    def asnumpy():
-        return None
-
     def entry(self, name=NAME):
-        return (name, self, self)
+        return (name, self, no_wait)
 
     def bandwidth(self, rounds):
         """Median over rounds of the bandwidth (B/s) the probe moved."""
@@ -373,7 +381,7 @@ def bench_came(args):
         state = [p for p in opt.get_parameters()
                  if id(p) not in own and p.name not in ("global_step", "learning_rate")]
         state_bytes[name] = sum(p.size * p.itemsize for p in state) / (len(params) * rows * cols)
-        built.append((name, opt, params[-1]))
+        built.append((name, opt, wait_for_mindspore))
     del init
     timed = _time_round_robin([built], grads, args.steps, args.warmup)
     return {name: (*timed[name][:2], state_bytes[name]) for name, _, _ in built}
@@ -412,17 +420,13 @@ _PROBE_NOTE = ("bound = the bytes each step moves at the bandwidth the memory pr
 
 class _TorchStep:
     """A torch optimizer behind the interface _time_round_robin times: call = one step (the gradients were set once
-    on the parameters), ``asnumpy`` of the "last parameter" = nothing to wait for (torch CPU ops are synchronous)."""
+    on the parameters); nothing to wait for after it (torch CPU ops are synchronous)."""
 
     def __init__(self, opt):
         self.opt = opt
 
     def __call__(self, grads):
         return self.opt.step()
-
-    @staticmethod
-    def asnumpy():
-        return None
 
 
 def _adabelief_torch_peers():
@@ -469,7 +473,7 @@ def bench_adabelief(args):
     for i, (name, make) in enumerate((("ms_optim.AdaBelief", lambda p: ms_optim.AdaBelief(p, lr=1e-3, rectify=False)),
                                       ("ms_optim.Adam", lambda p: ms_optim.Adam(p, learning_rate=1e-3)))):
         params = [Parameter(Tensor(w.copy()), name=f"adabelief{i}_w{j}") for j, w in enumerate(init)]
-        built.append((name, make(params), params[-1]))
+        built.append((name, make(params), wait_for_mindspore))
     torch_built = []
     peers = _adabelief_torch_peers()
     if peers:  # in windows of their own, never interleaved with the MindSpore pair (spinning OpenMP threads)
@@ -479,7 +483,7 @@ def bench_adabelief(args):
             params = [torch.nn.Parameter(torch.from_numpy(w.copy())) for w in init]
             for p, g in zip(params, grad_arrays):
                 p.grad = torch.from_numpy(g.copy())
-            torch_built.append((name, _TorchStep(make(params)), _TorchStep))
+            torch_built.append((name, _TorchStep(make(params)), no_wait))
     del init
     results, bandwidths = _time_with_probe(built, torch_built, grads, args, args.elements,
                                            lambda name: DENSE_BYTES * args.elements)
@@ -514,7 +518,7 @@ def bench_adagrad(args):
         params = [Parameter(Tensor(w.copy()), name=f"adagrad{i}_w{j}") for j, w in enumerate(init)]
         opt = make(params)
         info[name] = (nbytes, state_bytes(opt, params) / n)
-        built.append((name, opt, params[-1]))
+        built.append((name, opt, wait_for_mindspore))
     skipped = {}
     try:
         import torch
@@ -539,7 +543,7 @@ def bench_adagrad(args):
             state = sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
                         if torch.is_tensor(t) and t.numel() > 1)
             info[name] = (nbytes, state / n)
-            torch_built.append((name, _TorchStep(opt), _TorchStep))
+            torch_built.append((name, _TorchStep(opt), no_wait))
 
         try:
             add_torch("torch.optim.Adagrad fused", ADAGRAD_BYTES,
@@ -699,7 +703,7 @@ def main(argv=None):
             ratios[name] = (vs_nn, vs_bound)
             print(f"  {name:<24}{t * 1e3:>9.2f}{batch * 1e3:>9.2f}{vs_nn:>11.2f}x{bound * 1e3:>10.2f}"
                   f"{vs_bound:>9.2f}x{nbytes / t / 1e9:>8.2f}")
-        print(f"  (b2b: {args.steps} calls back to back, then the last parameter read: per-step throughput that "
+        print(f"  (b2b: {args.steps} calls back to back, then one wait for MindSpore: per-step throughput that "
               f"no asynchronous return can hide; bound = {DENSE_BYTES} B/elem dense, {AMSGRAD_BYTES} B/elem amsgrad, "
               f"at each round's probe bandwidth; GB/s = those bytes over the step time; increment: ms_optim.Adam with "
               f"the kernel returning the parameter increment for AssignAdd instead of writing in place, 40 B/elem of "

@@ -32,10 +32,6 @@ class _Clock:
         self.calls += 1
         self.log.append(self.name)
 
-    @staticmethod
-    def asnumpy():
-        return None
-
 
 def test_round_robin_pairs_rounds_and_windows(monkeypatch):
     """Round r of a group holds step r of each entry; with two groups the rounds alternate in windows, each
@@ -57,7 +53,7 @@ def test_round_robin_pairs_rounds_and_windows(monkeypatch):
             self._tick(grads)
 
     probe = Probe()
-    timed = bench._time_round_robin([[("opt", opt, opt), probe.entry()], [("peer", peer, peer)]], None, steps, warmup,
+    timed = bench._time_round_robin([[("opt", opt, bench.no_wait), probe.entry()], [("peer", peer, bench.no_wait)]], None, steps, warmup,
                                     window=window)
     window0 = ["opt", "probe", "opt", "probe", "probe", "opt"]  # opening step, round 0, round 1 (rotated)
     window1 = ["opt", "probe", "opt", "probe", "probe", "opt"]
