@@ -25,11 +25,11 @@ Method, all in one run:
    GRAPH_MODE with one fixed tuple of gradient Tensors (the same tuple for all). All the Adam variants (and the
    memory probe) are built up front and timed round-robin, one step of each per round, so load drift on a shared
    host hits all alike.
-   A step is the call plus ``mindspore.runtime.synchronize()`` (it waits for every pending kernel). On CPU the
-   call returns only after the update (measured: a view of the parameter holds the new values as the call
-   returns); the wait then takes ~0.05 ms, where reading a parameter of 2^21 elements (``asnumpy()``, used
-   before) took 0.15 - 0.3 ms that torch's step does not pay. The "b2b" column cross-checks: ``--steps`` calls
-   back to back, one wait at the end.
+   A step is the call, as torch's is: on CPU a MindSpore call returns with its update done (measured: a numpy
+   view of a parameter holds the new values as the call returns, and a read right after waits for nothing). A
+   read after every step (``asnumpy()`` of a parameter, used before) added 0.12 - 0.3 ms of MindSpore's
+   synchronization per step that torch's step does not pay (the same for a 1-element parameter). The "b2b"
+   column is the guard: ``--steps`` calls back to back, then that read, a throughput no early return can hide.
 3. Bound: ``28 B/element`` for dense Adam (read param, m, v, grad; write param, m, v) and ``36 B/element``
    with amsgrad (plus vhat read and written), at each round's probe bandwidth (0.).
 4. Compile time of the first step of ``nn.TrainOneStepCell`` on a 100-layer ``nn.SequentialCell`` of small
@@ -222,12 +222,12 @@ def bench_steps(args, ms):
     built = []
     for i, (name, kind, make) in enumerate(variants):
         params = [Parameter(Tensor(w.copy()), name=f"bench{i}_w{j}") for j, w in enumerate(init)]
-        built.append((name, kind, make(params)))
+        built.append((name, kind, make(params), params[-1]))
     del init
 
-    kinds = {name: kind for name, kind, _ in built}
+    kinds = {name: kind for name, kind, _, _ in built}
     timed, bandwidths = _time_with_probe(
-        [(name, opt, wait_for_mindspore) for name, _, opt in built], [], grads, args, args.elements,
+        [(name, opt, last.asnumpy) for name, _, opt, last in built], [], grads, args, args.elements,
         lambda name: (DENSE_BYTES if kinds[name] == "dense" else AMSGRAD_BYTES) * args.elements)
     results = {name: (kinds[name], *timed[name]) for name in kinds}
     del built
@@ -235,21 +235,14 @@ def bench_steps(args, ms):
     return results, bandwidths[_MemoryProbe.NAME]
 
 
-def wait_for_mindspore():
-    """Waits for every pending MindSpore kernel (the wait of a MindSpore optimizer's step)."""
-    import mindspore as ms
-
-    ms.runtime.synchronize()
-
-
 def no_wait():
-    """The wait of what returns only when done (torch's CPU step, the memory probe)."""
+    """The final wait of what returns only when done (torch's CPU step, the memory probe)."""
 
 
 def _time_round_robin(groups, grads, steps, warmup, window=5):
-    """{name: (median synced step seconds, back-to-back seconds per step, list of per-round seconds)} for the
-    (name, optimizer, wait) entries of ``groups`` (lists of entries): a step is ``optimizer(grads)``, then
-    ``wait()`` (wait_for_mindspore, or no_wait for what returns when done).
+    """{name: (median step seconds, back-to-back seconds per step, list of per-round seconds)} for the
+    (name, optimizer, wait) entries of ``groups`` (lists of entries): a step is the call ``optimizer(grads)``;
+    ``wait()`` ends the back-to-back cross-check (for a MindSpore optimizer: its last parameter's ``asnumpy``).
 
     Each round runs one step of every entry of a group, in a rotating order, so that drifts in machine load hit
     every entry alike. With several groups (the MindSpore optimizers, then the torch peers: torch's OpenMP threads
@@ -258,15 +251,13 @@ def _time_round_robin(groups, grads, steps, warmup, window=5):
     entry (while the other group's threads settle), so that slower drifts reach every group too. Round ``r`` of
     one group holds step ``r`` of each of its entries: a _MemoryProbe entry gives each round's bandwidth.
     """
-    def step(opt, wait):
-        out = opt(grads)
-        wait()
-        return out
+    def step(opt):
+        return opt(grads)  # a MindSpore call on CPU returns with its update done (module docstring, 2.)
 
     for group in groups:
         for _ in range(warmup):
-            for _, opt, wait in group:
-                step(opt, wait)
+            for _, opt, _ in group:
+                step(opt)
     times = {name: [] for group in groups for name, _, _ in group}
     done = [0] * len(groups)
     while any(d < steps for d in done):
@@ -275,20 +266,20 @@ def _time_round_robin(groups, grads, steps, warmup, window=5):
             if rounds <= 0:
                 continue
             if len(groups) > 1:
-                for _, opt, wait in group:
-                    step(opt, wait)
+                for _, opt, _ in group:
+                    step(opt)
             for r in range(done[g], done[g] + rounds):
                 for k in range(len(group)):
-                    name, opt, wait = group[(r + k) % len(group)]
+                    name, opt, _ = group[(r + k) % len(group)]
                     t0 = time.perf_counter()
-                    step(opt, wait)
+                    step(opt)
                     times[name].append(time.perf_counter() - t0)
             done[g] += rounds
     results = {}
     for group in groups:
         if len(groups) > 1:  # as a window opens: the previous group's threads settle during untimed steps
-            for _, opt, wait in group:
-                step(opt, wait)
+            for _, opt, _ in group:
+                step(opt)
         for name, opt, wait in group:
             # Cross-check: calls back to back with one wait at the end, a throughput no early return can hide.
             t0 = time.perf_counter()
@@ -381,7 +372,7 @@ def bench_came(args):
         state = [p for p in opt.get_parameters()
                  if id(p) not in own and p.name not in ("global_step", "learning_rate")]
         state_bytes[name] = sum(p.size * p.itemsize for p in state) / (len(params) * rows * cols)
-        built.append((name, opt, wait_for_mindspore))
+        built.append((name, opt, params[-1].asnumpy))
     del init
     timed = _time_round_robin([built], grads, args.steps, args.warmup)
     return {name: (*timed[name][:2], state_bytes[name]) for name, _, _ in built}
@@ -473,7 +464,7 @@ def bench_adabelief(args):
     for i, (name, make) in enumerate((("ms_optim.AdaBelief", lambda p: ms_optim.AdaBelief(p, lr=1e-3, rectify=False)),
                                       ("ms_optim.Adam", lambda p: ms_optim.Adam(p, learning_rate=1e-3)))):
         params = [Parameter(Tensor(w.copy()), name=f"adabelief{i}_w{j}") for j, w in enumerate(init)]
-        built.append((name, make(params), wait_for_mindspore))
+        built.append((name, make(params), params[-1].asnumpy))
     torch_built = []
     peers = _adabelief_torch_peers()
     if peers:  # in windows of their own, never interleaved with the MindSpore pair (spinning OpenMP threads)
@@ -518,7 +509,7 @@ def bench_adagrad(args):
         params = [Parameter(Tensor(w.copy()), name=f"adagrad{i}_w{j}") for j, w in enumerate(init)]
         opt = make(params)
         info[name] = (nbytes, state_bytes(opt, params) / n)
-        built.append((name, opt, wait_for_mindspore))
+        built.append((name, opt, params[-1].asnumpy))
     skipped = {}
     try:
         import torch
@@ -703,7 +694,7 @@ def main(argv=None):
             ratios[name] = (vs_nn, vs_bound)
             print(f"  {name:<24}{t * 1e3:>9.2f}{batch * 1e3:>9.2f}{vs_nn:>11.2f}x{bound * 1e3:>10.2f}"
                   f"{vs_bound:>9.2f}x{nbytes / t / 1e9:>8.2f}")
-        print(f"  (b2b: {args.steps} calls back to back, then one wait for MindSpore: per-step throughput that "
+        print(f"  (b2b: {args.steps} calls back to back, then the last parameter read: per-step throughput that "
               f"no asynchronous return can hide; bound = {DENSE_BYTES} B/elem dense, {AMSGRAD_BYTES} B/elem amsgrad, "
               f"at each round's probe bandwidth; GB/s = those bytes over the step time; increment: ms_optim.Adam with "
               f"the kernel returning the parameter increment for AssignAdd instead of writing in place, 40 B/elem of "

@@ -331,11 +331,11 @@ def run_one(name, optimizer, grad_step, eval_loss, data, steps, eval_every, prog
     return record
 
 
-def time_optimizer_steps(optimizers, grads, rounds, warmup):
+def time_optimizer_steps(optimizers, grads, last_param, rounds, warmup):
     """{name: median seconds of one optimizer step}, every optimizer on the same gradient tuple, round-robin."""
-    from ms_optim.bench import _time_round_robin, wait_for_mindspore
+    from ms_optim.bench import _time_round_robin
 
-    timed = _time_round_robin([[(name, opt, wait_for_mindspore) for name, opt in optimizers.items()]], grads, rounds,
+    timed = _time_round_robin([[(name, opt, last_param.asnumpy) for name, opt in optimizers.items()]], grads, rounds,
                               warmup)
     return {name: t for name, (t, _, _) in timed.items()}
 
@@ -479,7 +479,7 @@ def main(argv=None):
     # Optimizer step alone: one gradient tuple of the model (at the last run's weights), every optimizer in turn.
     x, y = sequences(train_ids, starts[-1], context)
     grads = grad_step(Tensor(x), Tensor(y))[1]
-    step_s = time_optimizer_steps(optimizers, grads, rounds, warmup=2)
+    step_s = time_optimizer_steps(optimizers, grads, params[-1], rounds, warmup=2)
     for rec in records + list(counterparts.values()):
         rec["opt_step_ms"] = 1e3 * step_s[rec["name"]]
 
