@@ -6,7 +6,6 @@ import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore import dtype as mstype
 from mindspore.common.initializer import initializer
-from mindspore.ops import composite as C
 from mindspore.ops import functional as F
 
 from ms_optim import _validation as check
@@ -14,40 +13,42 @@ from ms_optim import kernels, quantization
 from ms_optim.functional import adagrad as reference
 from ms_optim.kernels import UPDATE_FNS
 
-_adagrad_opt = C.MultitypeFuncGraph("ms_optim_adagrad_opt")
-
 _LR_DEFAULT = 1e-2  # its identity tells "not given" from "given" for the learning_rate alias
 
 
-# One function per (state kind, clipping): the absmax slot is None for float32 state, the gnorm slot None without
-# percentile clipping. UPDATE_FNS[key] = (32-bit update, 8-bit update, 8-bit layout check), fused kernels or
-# reference functions.
-@_adagrad_opt.register("String", "Number", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
-                       "None", "None", "Tensor")
-def _float_state(key, percentile, step, lr_denom, eps, lr, grad, param, accum, absmax, gnorm, weight_decay):
-    return F.depend(True, UPDATE_FNS[key][0](param, accum, grad, lr / lr_denom, ops.ones((1,), mstype.float32),
-                                             weight_decay, eps))
+# Graph helpers of construct. The parameters of one state kind (float32 or 8-bit) are updated by one call:
+# UPDATE_FNS[key] = (32-bit update, 8-bit update, 8-bit layout check), fused kernels or reference functions with
+# the same signatures (params, states..., grads, lr, gnorm_scale, weight_decay, eps).
+def _pick(values, indices):
+    """(values[i] for i in indices) as a tuple; ``indices`` is a constant tuple."""
+    out = ()
+    for i in indices:
+        out = out + (values[i],)
+    return out
 
 
-@_adagrad_opt.register("String", "Number", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
-                       "None", "Tensor", "Tensor")
-def _float_state_clipped(key, percentile, step, lr_denom, eps, lr, grad, param, accum, absmax, gnorm, weight_decay):
-    scale = reference.percentile_clip(grad, gnorm, step, percentile)
-    return F.depend(True, UPDATE_FNS[key][0](param, accum, grad, lr / lr_denom, scale, weight_decay, eps))
+def _vector(values):
+    """A tuple of float32 scalars (shape () or (1,)) as one vector of shape (N,)."""
+    out = ()
+    for value in values:
+        out = out + (ops.reshape(value, (1,)),)
+    return ops.concat(out)
 
 
-@_adagrad_opt.register("String", "Number", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
-                       "Tensor", "None", "Tensor")
-def _quantized_state(key, percentile, step, lr_denom, eps, lr, grad, param, code, absmax, gnorm, weight_decay):
-    return F.depend(True, UPDATE_FNS[key][1](param, code, absmax, grad, lr / lr_denom, ops.ones((1,), mstype.float32),
-                                             weight_decay, eps))
+def _per_kind(values, indices, per_parameter):
+    """The values of the parameters ``indices`` as one vector: ``values`` is one value for all (a Tensor) or, with
+    ``per_parameter``, a tuple of one per parameter."""
+    if per_parameter:
+        return _vector(_pick(values, indices))
+    return values
 
 
-@_adagrad_opt.register("String", "Number", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
-                       "Tensor", "Tensor", "Tensor")
-def _quantized_state_clipped(key, percentile, step, lr_denom, eps, lr, grad, param, code, absmax, gnorm, weight_decay):
-    scale = reference.percentile_clip(grad, gnorm, step, percentile)
-    return F.depend(True, UPDATE_FNS[key][1](param, code, absmax, grad, lr / lr_denom, scale, weight_decay, eps))
+def _clip_factors(gradients, gnorm_vecs, step, percentile):
+    """Each parameter's percentile-clipping factor (a tuple of (1,) tensors); records its gradient norm."""
+    out = ()
+    for i in range(len(gradients)):
+        out = out + (reference.percentile_clip(gradients[i], gnorm_vecs[i], step, percentile),)
+    return out
 
 
 def _layout_check_kind(impl):
@@ -65,20 +66,42 @@ def _layout_check_kind(impl):
     return "assert"
 
 
-def _select_update_fns(impl, layout_check=None):
+def _select_update_fns(impl, layout_check=None, counts=(1, 1)):
     """(32-bit update, 8-bit update, 8-bit layout check) functions: fused kernels or the reference functions
-    (same signatures); ``layout_check``: see _layout_check_kind (its answer for ``impl`` when not given)."""
+    (same signatures), the updates for ``counts`` = (parameters with float32 state, with 8-bit state) (None for a
+    count of 0); ``layout_check``: see _layout_check_kind (its answer for ``impl`` when not given)."""
     layout_check = layout_check or _layout_check_kind(impl)
     if impl == "reference":
         check = reference.check_layout if layout_check == "assert" else reference.no_layout_check
         return (reference.adagrad, reference.adagrad_8bit, check)
     scalars = ("lr", "gnorm_scale", "weight_decay", "eps")
-    return (kernels.inplace_kernel("adagrad", "MsOptimAdagrad", ("param", "accum"), ("grad",) + scalars,
-                                   input_dtypes={"accum": (ms.float32,)}),
-            kernels.inplace_kernel("adagrad", "MsOptimAdagrad8bit", ("param", "code", "absmax"), ("grad",) + scalars,
-                                   input_dtypes={"code": (ms.uint8,), "absmax": (ms.float32,)}),
+    float_count, quant8_count = counts
+    update32 = update8 = None
+    if float_count:
+        update32 = _tuples_of_three(kernels.multi_tensor_kernel(
+            "adagrad", "MsOptimAdagrad", ("param", "accum"), ("grad",), scalars, float_count,
+            input_dtypes={"accum": (ms.float32,)}))
+    if quant8_count:
+        update8 = _tuples_of_four(kernels.multi_tensor_kernel(
+            "adagrad", "MsOptimAdagrad8bit", ("param", "code", "absmax"), ("grad",), scalars, quant8_count,
+            input_dtypes={"code": (ms.uint8,), "absmax": (ms.float32,)}))
+    return (update32, update8,
             kernels.inplace_kernel("adagrad", "MsOptimQuant8Layout", (), ("layout",),
                                    input_dtypes={"layout": (ms.int32,)}))
+
+
+def _tuples_of_three(op):
+    """The fused 32-bit update with the reference function's signature (tuples in, the kernel's flat inputs out)."""
+    def update(params, accums, grads, lr, gnorm_scale, weight_decay, eps):
+        return op(*params, *accums, *grads, lr, gnorm_scale, weight_decay, eps)
+    return update
+
+
+def _tuples_of_four(op):
+    """The fused 8-bit update with the reference function's signature."""
+    def update(params, codes, absmaxes, grads, lr, gnorm_scale, weight_decay, eps):
+        return op(*params, *codes, *absmaxes, *grads, lr, gnorm_scale, weight_decay, eps)
+    return update
 
 
 def _number(name, arg, value):
@@ -225,10 +248,17 @@ class Adagrad(nn.Optimizer):
         self.lr_decay = Tensor(float(lr_decay), mstype.float32)
         self.eps = Tensor(float(eps), mstype.float32)
         self._init_state(float(initial_accumulator_value))
-        self._wd = tuple(Tensor(wd, mstype.float32) for wd in self._weight_decay_per_param(params, weight_decay))
+        decays = self._weight_decay_per_param(params, weight_decay)
+        self._wd_float = Tensor([decays[i] for i in self._float_indices] or [0.0], mstype.float32)
+        self._wd_quant8 = Tensor([decays[i] for i in self._quant8_indices] or [0.0], mstype.float32)
+        self._one = Tensor([1.0], mstype.float32)
         layout_check = _layout_check_kind(resolved_impl)
-        self._update_key = kernels.register_update_fns(f"adagrad-{resolved_impl}-{layout_check}",
-                                                       lambda: _select_update_fns(resolved_impl, layout_check))
+        counts = (len(self._float_indices), len(self._quant8_indices))
+        key = f"adagrad-{resolved_impl}-{layout_check}"
+        if resolved_impl == "fused":  # the kernels' input lists have one tensor per parameter of the kind
+            key += f"-{counts[0]}-{counts[1]}"
+        self._update_key = kernels.register_update_fns(key,
+                                                       lambda: _select_update_fns(resolved_impl, layout_check, counts))
 
     @staticmethod
     def _resolve_args(name, args, optim_bits, min_8bit_size, percentile_clipping, block_wise):
@@ -282,29 +312,20 @@ class Adagrad(nn.Optimizer):
         """accum.<w> (float32) or accum_code.<w> (uint8) + accum_absmax.<w> (float32) per parameter, and
         gnorm_vec.<w> (float32, 100) with percentile clipping."""
         accum, codes, absmaxes, gnorms = [], [], [], []
-        slot, absmax_slot, gnorm_slot = [], [], []
-        for p in self._parameters:
+        float_indices, quant8_indices = [], []
+        for i, p in enumerate(self._parameters):
             if self.is_8bit(p):
                 code, absmax = quantization.constant_state(p.shape, initial, self.block_wise)
-                code = Parameter(Tensor(code), name=f"accum_code.{p.name}", requires_grad=False)
-                absmax = Parameter(Tensor(absmax), name=f"accum_absmax.{p.name}", requires_grad=False)
-                codes.append(code)
-                absmaxes.append(absmax)
-                slot.append(code)
-                absmax_slot.append(absmax)
+                codes.append(Parameter(Tensor(code), name=f"accum_code.{p.name}", requires_grad=False))
+                absmaxes.append(Parameter(Tensor(absmax), name=f"accum_absmax.{p.name}", requires_grad=False))
+                quant8_indices.append(i)
             else:
-                s = Parameter(initializer(initial, p.shape, mstype.float32), name=f"accum.{p.name}",
-                              requires_grad=False)
-                accum.append(s)
-                slot.append(s)
-                absmax_slot.append(None)
+                accum.append(Parameter(initializer(initial, p.shape, mstype.float32), name=f"accum.{p.name}",
+                                       requires_grad=False))
+                float_indices.append(i)
             if self.percentile_clipping < 100:
-                g = Parameter(initializer(0.0, (reference.GNORM_SLOTS,), mstype.float32), name=f"gnorm_vec.{p.name}",
-                              requires_grad=False)
-                gnorms.append(g)
-                gnorm_slot.append(g)
-            else:
-                gnorm_slot.append(None)
+                gnorms.append(Parameter(initializer(0.0, (reference.GNORM_SLOTS,), mstype.float32),
+                                        name=f"gnorm_vec.{p.name}", requires_grad=False))
         # The layout version the 8-bit state is written under, saved and loaded with it (a checkpoint of another
         # layout is refused before its first step writes anything; docs/adagrad.md, "Versions and checkpoints").
         self.quant8_layout = (Parameter(Tensor(np.array([quantization.LAYOUT_VERSION], np.int32)),
@@ -313,10 +334,10 @@ class Adagrad(nn.Optimizer):
         self.accum_code = ParameterTuple(codes)
         self.accum_absmax = ParameterTuple(absmaxes)
         self.gnorm_vec = ParameterTuple(gnorms)
-        # Per-parameter views for the map in construct (None where a parameter has no such state).
-        self._state = tuple(slot)
-        self._absmax_slots = tuple(absmax_slot)
-        self._gnorm_slots = tuple(gnorm_slot)
+        # The parameters of each state kind, updated by one call per step (in the order of their state tuples).
+        self._float_indices, self._quant8_indices = tuple(float_indices), tuple(quant8_indices)
+        self._float_params = tuple(self._parameters[i] for i in float_indices)
+        self._quant8_params = tuple(self._parameters[i] for i in quant8_indices)
 
     @ms.jit
     def construct(self, gradients):
@@ -329,13 +350,24 @@ class Adagrad(nn.Optimizer):
         self.assignadd(self.global_step, increase)
         step = self.global_step  # read after the increment (auto-monad orders it): t = 1 on the first step
         lr_denom = 1.0 + (F.cast(step, mstype.float32) - 1.0) * self.lr_decay
-        percentile = self.percentile_clipping
-        if self.is_group_lr:
-            return self.map_(F.partial(_adagrad_opt, self._update_key, percentile, step, lr_denom, self.eps), lr,
-                             gradients, self._parameters, self._state, self._absmax_slots, self._gnorm_slots,
-                             self._wd)
-        return self.map_(F.partial(_adagrad_opt, self._update_key, percentile, step, lr_denom, self.eps, lr),
-                         gradients, self._parameters, self._state, self._absmax_slots, self._gnorm_slots, self._wd)
+        clipping = self.percentile_clipping < 100
+        scales = self._one
+        if clipping:
+            scales = _clip_factors(gradients, self.gnorm_vec, step, self.percentile_clipping)
+        success = True
+        if self._float_indices:
+            indices = self._float_indices
+            success = F.depend(success, UPDATE_FNS[self._update_key][0](
+                self._float_params, self.accum, _pick(gradients, indices),
+                _per_kind(lr, indices, self.is_group_lr) / lr_denom, _per_kind(scales, indices, clipping),
+                self._wd_float, self.eps))
+        if self._quant8_indices:
+            indices = self._quant8_indices
+            success = F.depend(success, UPDATE_FNS[self._update_key][1](
+                self._quant8_params, self.accum_code, self.accum_absmax, _pick(gradients, indices),
+                _per_kind(lr, indices, self.is_group_lr) / lr_denom, _per_kind(scales, indices, clipping),
+                self._wd_quant8, self.eps))
+        return success
 
 
 class Adagrad8bit(Adagrad):

@@ -363,6 +363,29 @@ def test_fused_matches_reference_float16(case):
     _fused_and_reference(case, "float16")
 
 
+def test_fused_matches_reference_with_mixed_dtypes_in_one_call(mode):
+    """One kernel call per state kind takes every parameter of that kind, whatever its dtype: float32 and float16
+    parameters in one optimizer (8-bit and float32 state, groups with their own lr and weight decay, clipping)
+    give the reference path's bits on the parameter and every state tensor over 8 steps."""
+    shapes, dtypes = [(33, 130), (4500,), (7,), (5,)], [ms.float32, ms.float16, ms.float32, ms.float16]
+    results = {}
+    for impl in ("fused", "reference"):
+        params = [Parameter(_tensor(_initial(s), d), name=f"w{i}") for i, (s, d) in enumerate(zip(shapes, dtypes))]
+        groups = [{"params": [params[0], params[3]], "lr": 0.03, "weight_decay": 0.2}, {"params": params[1:3]}]
+        opt = ms_optim.Adagrad(groups, lr=0.01, optim_bits=8, percentile_clipping=20, impl=impl)
+        order = [int(p.name[1:]) for p in opt.parameters]  # the groups' order (w0, w3, w1, w2): gradients follow it
+        rng = np.random.default_rng(4)
+        for t in range(STEPS):
+            grads = [_tensor(g, d) for g, d in zip(_grads(rng, shapes, GRAD_SCALES[t]), dtypes)]
+            opt(tuple(grads[i] for i in order))
+        results[impl] = _state(opt)
+    assert {"accum_code.w0", "accum_code.w1", "accum.w2", "accum.w3"} <= set(results["fused"])
+    assert results["fused"].keys() == results["reference"].keys()
+    for name, value in results["reference"].items():
+        np.testing.assert_array_equal(results["fused"][name], value, err_msg=name)
+    assert not np.array_equal(results["fused"]["w1"], _store(_initial((4500,)), "float16")), "nothing moved"
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("case", ["8bit_options", "32bit_options"])
 def test_fused_low_precision_params_match_oracle(case, dtype):
@@ -382,15 +405,17 @@ _THREADS_SCRIPT = textwrap.dedent("""
     import ms_optim
     from ms_optim import kernels
     ms.set_device("CPU")
-    n = 3 * (1 << 20) + 17  # many blocks per thread, a partial last block
     out = []
-    for kwargs in ({"optim_bits": 8}, {"optim_bits": 8, "block_wise": False}, {}):
-        p = Parameter(Tensor(np.linspace(-1, 1, n, dtype=np.float32)), name="w")
-        opt = ms_optim.Adagrad([p], lr=0.01, impl="fused", **kwargs)
-        rng = np.random.default_rng(0)
-        for _ in range(3):
-            opt((Tensor(rng.standard_normal(n).astype(np.float32)),))
-        out += [np.atleast_1d(x.asnumpy()).view(np.uint8).ravel() for x in opt.get_parameters()]
+    # many blocks per thread, partial last blocks; with several tensors in one call, thread chunks start and end
+    # inside tensors and at their boundaries
+    for sizes in ([3 * (1 << 20) + 17], [(1 << 20) + 5, 4099, 300, 2 * (1 << 20) + 100, 70001]):
+        for kwargs in ({"optim_bits": 8}, {"optim_bits": 8, "block_wise": False}, {}):
+            ps = [Parameter(Tensor(np.linspace(-1, 1, n, dtype=np.float32)), name=f"w{i}") for i, n in enumerate(sizes)]
+            opt = ms_optim.Adagrad(ps, lr=0.01, impl="fused", **kwargs)
+            rng = np.random.default_rng(0)
+            for _ in range(3):
+                opt(tuple(Tensor(rng.standard_normal(n).astype(np.float32)) for n in sizes))
+            out += [np.atleast_1d(x.asnumpy()).view(np.uint8).ravel() for x in opt.get_parameters()]
     # the quantizer on its own, on the values of sys.argv[2] (block-wise)
     x = np.load(sys.argv[2])
     codes = np.zeros(x.size, np.uint8)
@@ -437,7 +462,7 @@ def test_kernel_refuses_a_wrong_absmax_and_writes_nothing():
     absmax = Parameter(Tensor(np.zeros(2, np.float32)), name="a")  # 600 elements need 3 blocks (or 1)
     scalars = [Tensor([x], ms.float32) for x in (0.1, 1.0, 0.0, 1e-10)]
     with pytest.raises(RuntimeError, match="absmax"):
-        op(param, code, absmax, Tensor(np.ones(600, np.float32)), *scalars).asnumpy()
+        op((param,), (code,), (absmax,), (Tensor(np.ones(600, np.float32)),), *scalars).asnumpy()
     np.testing.assert_array_equal(param.asnumpy(), np.ones(600, np.float32))
     np.testing.assert_array_equal(code.asnumpy(), np.full(600, 127, np.uint8))
     ms.set_context(mode=ms.GRAPH_MODE)
@@ -776,6 +801,62 @@ def test_layout_check_kernel_through_ctypes():
     for bad in (np.array([1], np.int64), np.array([1, 1], np.int32)):
         assert call(lib, "MsOptimQuant8Layout", [bad, np.zeros(1, np.float32)]) == 4
     assert call(lib, "MsOptimQuant8Layout", [np.array([1], np.int32)]) == 1
+
+
+def test_multi_tensor_kernels_through_ctypes():
+    """One call updates N tensors as N calls of one tensor would (bit for bit), with lr, gnorm_scale and weight_decay
+    given once or per tensor; a bad input of any tensor (or a per-tensor vector of the wrong length, or a wrong
+    number of inputs) is refused naming it, before anything of any tensor is written."""
+    from ms_optim.kernels import _build
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _kernel_abi import call
+    lib = ctypes.CDLL(_build.locate_library("adagrad"))
+    lib.MsOptimLastError.restype = ctypes.c_char_p
+    rng = np.random.default_rng(7)
+    sizes = [5000, 300, 70001]
+    f32 = lambda *x: np.array(x, np.float32)  # noqa: E731
+    lrs, scales, decays, eps = f32(0.1, 0.02, 0.0), f32(1.0), f32(0.0, 0.3, 0.01), f32(1e-10)
+
+    def tensors32():
+        return ([rng.standard_normal(n).astype(np.float32) for n in sizes],
+                [np.full(n, 0.5, np.float32) for n in sizes], [rng.standard_normal(n).astype(np.float32) for n in sizes])
+
+    def tensors8():
+        codes = [quantization.constant_state((n,), 0.5)[0] for n in sizes]
+        absmax = [quantization.constant_state((n,), 0.5)[1] for n in sizes]
+        return ([rng.standard_normal(n).astype(np.float32) for n in sizes], codes, absmax,
+                [rng.standard_normal(n).astype(np.float32) for n in sizes])
+
+    for symbol, make in (("MsOptimAdagrad", tensors32), ("MsOptimAdagrad8bit", tensors8)):
+        lists = make()
+        one = [[x.copy() for x in group] for group in lists]
+        flag = np.zeros(1, np.float32)
+        assert call(lib, symbol, [x for group in lists for x in group] + [lrs, scales, decays, eps, flag]) == 0
+        assert flag.tolist() == [1.0]
+        for t in range(len(sizes)):
+            assert call(lib, symbol, [group[t] for group in one] + [lrs[t:t + 1], scales, decays[t:t + 1], eps,
+                                                                     np.zeros(1, np.float32)]) == 0
+        for got, want in zip(lists, one):
+            for a, b in zip(got, want):
+                assert a.tobytes() == b.tobytes(), symbol
+
+        lists = make()
+        before = [[x.copy() for x in group] for group in lists]
+        bad = [[x for x in group] for group in lists]
+        bad[-1][2] = bad[-1][2][:-1]  # the last tensor's gradient one element short
+        assert call(lib, symbol, [x for group in bad for x in group] + [lrs, scales, decays, eps, flag]) == 3
+        assert "'grad[2]' has shape [70000], but 'param[2]' has [70001]" in lib.MsOptimLastError().decode()
+        assert call(lib, symbol, [x for group in lists for x in group] + [lrs[:2], scales, decays, eps, flag]) == 4
+        assert "'lr' must be a float32 tensor of 1 or 3 values (one per tensor)" in lib.MsOptimLastError().decode()
+        assert call(lib, symbol, [x for group in lists for x in group] + [lrs, scales, decays, flag]) == 1
+        for got, want in zip(lists, before):
+            for a, b in zip(got, want):
+                assert a.tobytes() == b.tobytes(), f"{symbol} wrote before refusing"
+    lists = tensors8()
+    lists[2][1] = np.zeros(3, np.float32)  # tensor 1 (300 elements) has 2 blocks: 3 absmax values fit neither form
+    assert call(lib, "MsOptimAdagrad8bit", [x for group in lists for x in group] + [lrs, scales, decays, eps,
+                                                                                      np.zeros(1, np.float32)]) == 3
+    assert "'absmax[1]' has 3 values, expected 2 (one per block of 256) or 1" in lib.MsOptimLastError().decode()
 
 
 def test_layout_check_kind(monkeypatch):

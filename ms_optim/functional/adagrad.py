@@ -1,6 +1,6 @@
 """Reference Adagrad updates in MindSpore ops (float32 math, the parameter cast back to its dtype), with float32 or
-block-wise 8-bit state. The fused kernels (ops/cpu/adagrad.cc, math in ops/common/adagrad_math.h) take the same
-arguments and do the same operations in the same order:
+block-wise 8-bit state, for all the parameters of one state kind at once. The fused kernels (ops/cpu/adagrad.cc,
+math in ops/common/adagrad_math.h) take the same arguments and do the same operations in the same order:
 
     g = grad * gnorm_scale                     gnorm_scale: 1, or this parameter's percentile-clipping factor
     g = g + weight_decay * p
@@ -29,22 +29,38 @@ def _step(param, s, grad, lr, gnorm_scale, weight_decay, eps):
     return p - lr * (g / (ops.sqrt(s) + eps)), s
 
 
-def adagrad(param, accum, grad, lr, gnorm_scale, weight_decay, eps):
-    """One step with float32 state ``accum``; assigns param and accum. Returns True, ordered after the writes."""
-    p, s = _step(param, accum, grad, lr, gnorm_scale, weight_decay, eps)
-    success = F.depend(True, _store(accum, s))
-    return F.depend(success, _store(param, p))
+def _of(values, i):
+    """Tensor i's value of ``values``: one value for every tensor (shape (1,)) or one per tensor (shape (N,))."""
+    if values.shape[0] == 1:
+        return values
+    return values[i:i + 1]
 
 
-def adagrad_8bit(param, code, absmax, grad, lr, gnorm_scale, weight_decay, eps):
-    """One step with 8-bit state (uint8 ``code`` of the parameter's shape, float32 ``absmax`` with one value per
-    256-element block, or one for the tensor); assigns param, code and absmax."""
-    s = quantization.ms_dequantize(code, absmax)
-    p, s = _step(param, s, grad, lr, gnorm_scale, weight_decay, eps)
-    new_code, new_absmax = quantization.ms_quantize(s, ops.shape(absmax)[0])
-    success = F.depend(True, _store(code, new_code))
-    success = F.depend(success, F.assign(absmax, new_absmax))
-    return F.depend(success, _store(param, p))
+def adagrad(params, accums, grads, lr, gnorm_scale, weight_decay, eps):
+    """One step for the tuples ``params``, ``accums`` (float32 state) and ``grads``; ``lr``, ``gnorm_scale`` and
+    ``weight_decay``: float32 of shape (1,) (every tensor) or (N,) (one per tensor), ``eps`` (1,). Assigns every
+    parameter and sum; returns True, ordered after the writes (the signature of the fused MsOptimAdagrad)."""
+    success = True
+    for i in range(len(params)):
+        p, s = _step(params[i], accums[i], grads[i], _of(lr, i), _of(gnorm_scale, i), _of(weight_decay, i), eps)
+        success = F.depend(success, _store(accums[i], s))
+        success = F.depend(success, _store(params[i], p))
+    return success
+
+
+def adagrad_8bit(params, codes, absmaxes, grads, lr, gnorm_scale, weight_decay, eps):
+    """One step with 8-bit state (per tensor: uint8 ``codes[i]`` of the parameter's shape, float32 ``absmaxes[i]``
+    with one value per 256-element block, or one for the tensor); the other arguments as in ``adagrad``. Assigns
+    every parameter, code and absmax."""
+    success = True
+    for i in range(len(params)):
+        s = quantization.ms_dequantize(codes[i], absmaxes[i])
+        p, s = _step(params[i], s, grads[i], _of(lr, i), _of(gnorm_scale, i), _of(weight_decay, i), eps)
+        new_code, new_absmax = quantization.ms_quantize(s, ops.shape(absmaxes[i])[0])
+        success = F.depend(success, _store(codes[i], new_code))
+        success = F.depend(success, F.assign(absmaxes[i], new_absmax))
+        success = F.depend(success, _store(params[i], p))
+    return success
 
 
 def check_layout(layout):

@@ -196,3 +196,38 @@ def output_kernel(family, symbol, written, read, like_input, input_dtypes=None):
     like input number ``like_input``."""
     return _kernel(family, symbol, written, read, lambda shapes: shapes[like_input], lambda dtypes: dtypes[like_input],
                    input_dtypes)
+
+
+def multi_tensor_kernel(family, symbol, written, read, scalars, count, input_dtypes=None):
+    """A primitive running ``symbol`` of ``family``'s library once for ``count`` tensors: its inputs are, for each
+    name of ``written`` and then of ``read``, ``count`` tensors (tensor i of every list belongs together), then the
+    ``scalars``; the ``written`` tensors are written in place, and it returns a float32 flag of shape (1,).
+
+    Each tensor i is checked as ``inplace_kernel`` checks its single tensor (``_checked``: shapes against its
+    parameter, dtypes, ``input_dtypes``) when the graph is built, before anything of the step runs. Call it as
+    ``op(*params, *states, *grads, *scalars)``."""
+    written, read, scalars = tuple(written), tuple(read), tuple(scalars)
+    lists = written + read
+    one_shapes, one_dtypes = _checked(symbol, lists + scalars, written, lambda _: (1,), lambda _: ms.float32,
+                                      input_dtypes)
+
+    def tensor(values, i):  # tensor i's inputs in the order of a single-tensor kernel
+        return [values[k * count + i] for k in range(len(lists))] + list(values[len(lists) * count:])
+
+    def check_shapes(*shapes):
+        for i in range(count):
+            one_shapes(*tensor(shapes, i))
+        return (1,)
+
+    def check_dtypes(*dtypes):
+        for i in range(count):
+            one_dtypes(*tensor(dtypes, i))
+        return ms.float32
+
+    def names(group):
+        return tuple(f"{name}{i}" for name in group for i in range(count))
+
+    op = _custom_class(names(written), names(read) + scalars)(
+        f"{locate_library(family)}:{symbol}", out_shape=check_shapes, out_dtype=check_dtypes, func_type="aot")
+    op.add_prim_attr("side_effect_mem", True)
+    return op

@@ -136,6 +136,18 @@ inline int RejectArgCount(int nparam, int expected) {
   return Reject(kBadArgCount, "got %d inputs and outputs, expected %d", nparam, expected);
 }
 
+// The number of tensors of a multi-tensor kernel, whose inputs are `lists` tuples of that many tensors followed by
+// `fixed` inputs and outputs; -1 (with the reason recorded) when nparam is not lists * count + fixed, count >= 1.
+inline int ListCount(int nparam, int lists, int fixed) {
+  const int count = (nparam - fixed) / lists;
+  if (count < 1 || nparam != lists * count + fixed) {
+    Reject(kBadArgCount, "got %d inputs and outputs, expected %d per tensor (at least one) and %d more", nparam, lists,
+           fixed);
+    return -1;
+  }
+  return count;
+}
+
 // ---- storage types: every kernel loads to float32, computes in float32, stores back rounded to nearest even.
 struct f16_t { uint16_t bits; };
 struct bf16_t { uint16_t bits; };
@@ -405,6 +417,23 @@ void ParallelFor(int64_t n, Fn &&fn, int64_t min_per_thread = kMinElementsPerThr
   if (!WorkerPool::Instance().Run(threads, task)) {
     for (int t = 0; t < threads; ++t) task(t);
   }
+}
+
+// Runs fn(t, begin, end) over the items [0, items[t]) of `count` tensors in one ParallelFor: the tensors' items laid
+// end to end (each tensor's start rounded up to `align` items, so that every chunk boundary falls on a multiple of
+// `align` inside its tensor), one contiguous chunk per thread, split where it crosses from one tensor to the next.
+// One parallel region for all the tensors of a step, where one kernel call per tensor made one region each.
+template <typename Fn>
+void ParallelForTensors(int count, const int64_t *items, Fn &&fn, int64_t min_per_thread = kMinElementsPerThread,
+                        int64_t align = kChunkAlign) {
+  std::vector<int64_t> start(count + 1, 0);
+  for (int t = 0; t < count; ++t) start[t + 1] = start[t] + (items[t] + align - 1) / align * align;
+  ParallelFor(start[count], [&](int64_t begin, int64_t end) {
+    for (int t = 0; t < count; ++t) {
+      const int64_t lo = std::max(begin, start[t]) - start[t], hi = std::min(end - start[t], items[t]);
+      if (lo < hi) fn(t, lo, hi);
+    }
+  }, min_per_thread, align);
 }
 
 // Sum of x[0..n) in a fixed order that does not depend on threads: kLanes interleaved partial sums (which the

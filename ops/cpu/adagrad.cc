@@ -26,13 +26,41 @@ namespace {
 
 constexpr int64_t kBlock = quant8::kBlockSize;
 
-int ReadScalars(const AotArgs &a, int first, AdagradScalars *k) {
-  static const char *const names[] = {"lr", "gnorm_scale", "weight_decay", "eps"};
-  for (int i = 0; i < 4; ++i) {
-    if (!a.is_f32_scalar(first + i)) return a.reject_scalar(first + i, names[i]);
+// The scalar inputs of a kernel call for `count` tensors: lr, gnorm_scale and weight_decay hold one value for all
+// the tensors or one per tensor (per-group learning rates and weight decays, per-parameter clipping); eps one.
+struct ScalarInputs {
+  const float *values[3];  // lr, gnorm_scale, weight_decay
+  bool per_tensor[3];
+  float eps;
+
+  AdagradScalars of(int t) const {
+    auto at = [&](int i) { return values[i][per_tensor[i] ? t : 0]; };
+    return AdagradScalars{at(0), at(1), at(2), eps};
   }
-  *k = AdagradScalars{a.scalar(first), a.scalar(first + 1), a.scalar(first + 2), a.scalar(first + 3)};
+};
+
+int ReadScalars(const AotArgs &a, int first, int count, ScalarInputs *k) {
+  static const char *const names[] = {"lr", "gnorm_scale", "weight_decay"};
+  for (int i = 0; i < 3; ++i) {
+    const int64_t n = a.numel(first + i);
+    if (a.dtype(first + i) != DType::kF32 || (n != 1 && n != count)) {
+      return Reject(kBadScalar, "'%s' must be a float32 tensor of 1 or %d values (one per tensor), but has dtype %s "
+                    "and shape %s", names[i], count, a.dtypes[first + i], a.shape_str(first + i).c_str());
+    }
+    k->values[i] = static_cast<const float *>(a.params[first + i]);
+    k->per_tensor[i] = n != 1;
+  }
+  if (!a.is_f32_scalar(first + 3)) return a.reject_scalar(first + 3, "eps");
+  k->eps = a.scalar(first + 3);
   return kOk;
+}
+
+bool IsStorageType(DType d) { return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16; }
+constexpr const char *kStorageTypes = "float32, float16 or bfloat16";
+
+// "accum" for one tensor, "accum[3]" for tensor 3 of several: the names of refusals.
+std::string TensorName(const char *name, int t, int count) {
+  return count == 1 ? std::string(name) : std::string(name) + "[" + std::to_string(t) + "]";
 }
 
 // ---- 32-bit state
@@ -51,33 +79,51 @@ MS_OPTIM_SIMD_CLONES void Adagrad32F32(int64_t begin, int64_t end, float *__rest
   Adagrad32Range(begin, end, p, s, g, k);
 }
 
-// param, accum, grad, lr, gnorm_scale, weight_decay, eps -> flag (float32, 1)
+// For N >= 1 tensors (all the parameters of a step with float32 state, in one call):
+//   param[N], accum[N], grad[N], lr, gnorm_scale, weight_decay, eps -> flag (float32, 1)
+// Every input is checked before anything is written.
 int Adagrad32Kernel(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   const AotArgs a{nparam, params, ndims, shapes, dtypes};
-  constexpr int kParam = 0, kAccum = 1, kGrad = 2, kScalars = 3, kOut = 7;
-  if (nparam != kOut + 1) return RejectArgCount(nparam, kOut + 1);
-  if (!a.same_shape(kAccum, kParam)) return a.reject_shape(kAccum, "accum", kParam, "param");
-  if (!a.same_shape(kGrad, kParam)) return a.reject_shape(kGrad, "grad", kParam, "param");
-  if (a.dtype(kAccum) != DType::kF32) return a.reject_dtype(kAccum, "accum", "float32");
-  if (a.dtype(kGrad) != a.dtype(kParam)) return a.reject_dtype(kGrad, "grad", dtypes[kParam]);
-  AdagradScalars k;
-  if (int st = ReadScalars(a, kScalars, &k); st != kOk) return st;
-  const int64_t n = a.numel(kParam);
-  return DispatchFloat(a.dtype(kParam), [&](auto tag) {
-    using P = decltype(tag);
-    *static_cast<float *>(params[kOut]) = 1.0f;
-    P *p = static_cast<P *>(params[kParam]);
-    float *s = static_cast<float *>(params[kAccum]);
-    const P *g = static_cast<const P *>(params[kGrad]);
-    ParallelFor(n, [&](int64_t b, int64_t e) {
+  const int count = ListCount(nparam, 3, 5);
+  if (count < 0) return kBadArgCount;
+  const int kParam = 0, kAccum = count, kGrad = 2 * count, kScalars = 3 * count, kOut = 3 * count + 4;
+  std::vector<int64_t> sizes(count);
+  for (int t = 0; t < count; ++t) {
+    const std::string param = TensorName("param", t, count);
+    if (!a.same_shape(kAccum + t, kParam + t)) {
+      return a.reject_shape(kAccum + t, TensorName("accum", t, count).c_str(), kParam + t, param.c_str());
+    }
+    if (!a.same_shape(kGrad + t, kParam + t)) {
+      return a.reject_shape(kGrad + t, TensorName("grad", t, count).c_str(), kParam + t, param.c_str());
+    }
+    if (a.dtype(kAccum + t) != DType::kF32) {
+      return a.reject_dtype(kAccum + t, TensorName("accum", t, count).c_str(), "float32");
+    }
+    if (a.dtype(kGrad + t) != a.dtype(kParam + t)) {
+      return a.reject_dtype(kGrad + t, TensorName("grad", t, count).c_str(), dtypes[kParam + t]);
+    }
+    if (!IsStorageType(a.dtype(kParam + t))) return a.reject_dtype(kParam + t, param.c_str(), kStorageTypes);
+    sizes[t] = a.numel(kParam + t);
+  }
+  ScalarInputs k;
+  if (int st = ReadScalars(a, kScalars, count, &k); st != kOk) return st;
+  *static_cast<float *>(params[kOut]) = 1.0f;
+  ParallelForTensors(count, sizes.data(), [&](int t, int64_t b, int64_t e) {
+    DispatchFloat(a.dtype(kParam + t), [&](auto tag) {
+      using P = decltype(tag);
+      P *p = static_cast<P *>(params[kParam + t]);
+      float *s = static_cast<float *>(params[kAccum + t]);
+      const P *g = static_cast<const P *>(params[kGrad + t]);
+      const AdagradScalars scalars = k.of(t);
       if constexpr (std::is_same_v<P, float>) {
-        Adagrad32F32(b, e, p, s, g, k);
+        Adagrad32F32(b, e, p, s, g, scalars);
       } else {
-        Adagrad32Range(b, e, p, s, g, k);
+        Adagrad32Range(b, e, p, s, g, scalars);
       }
+      return static_cast<int>(kOk);
     });
-    return static_cast<int>(kOk);
   });
+  return kOk;
 }
 
 // ---- 8-bit state
@@ -694,75 +740,111 @@ void UpdateBlocks(int64_t n, int64_t b0, int64_t b1, P *p, uint8_t *q, float *ab
   }
 }
 
-template <typename P>
-void Adagrad8Blockwise(int64_t n, P *p, uint8_t *q, float *absmax, const P *g, const AdagradScalars &k,
-                       const quant8::Tables &t) {
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-  ParallelFor(blocks, [&](int64_t b0, int64_t b1) { UpdateBlocks(n, b0, b1, p, q, absmax, g, k, t, nullptr); },
-              std::max<int64_t>(1, kMinElementsPerThread / kBlock), 1);
-}
+// One 8-bit tensor of a kernel call: block-wise (one absmax per block) or tensor-wise (one absmax; the same thing
+// for a tensor of one block).
+struct Tensor8 {
+  int64_t n, blocks;
+  bool tensor_wise;
+};
 
-// One absmax for the tensor: a first pass computes the new sums without writing, for their absmax (per-block
-// maxima, then their maximum: exact in any order); the second updates and re-quantizes with it.
-template <typename P>
-void Adagrad8Tensorwise(int64_t n, P *p, uint8_t *q, float *absmax, const P *g, const AdagradScalars &k,
-                        const quant8::Tables &t) {
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-  const int64_t min_blocks = std::max<int64_t>(1, kMinElementsPerThread / kBlock);
-  const float old = absmax[0];
-  std::vector<float> maxima(blocks);
-  ParallelFor(blocks, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t begin = b * kBlock;
-      maxima[b] = Block8Any(begin, std::min(n - begin, kBlock), p, q, old, g, k, t, nullptr, false);
-    }
-  }, min_blocks, 1);
-  uint32_t amax_bits = 0;
-  for (float m : maxima) amax_bits = quant8::AbsBitsMax(amax_bits, m);
-  // (a NaN sum makes amax NaN: every code is then kZeroCode, as in the reference path)
-  const TensorScales scales{old, quant8::CanonicalNan(quant8::BitsFloat(amax_bits))};
-  ParallelFor(blocks, [&](int64_t b0, int64_t b1) { UpdateBlocks(n, b0, b1, p, q, absmax, g, k, t, &scales); },
-              min_blocks, 1);
-  absmax[0] = scales.encode;
-}
-
-// param, code, absmax, grad, lr, gnorm_scale, weight_decay, eps -> flag (float32, 1)
-// absmax holds ceil(n / 256) values (block-wise) or one (tensor-wise; the same thing when n <= 256).
+// For N >= 1 tensors (all the parameters of a step with 8-bit state, in one call):
+//   param[N], code[N], absmax[N], grad[N], lr, gnorm_scale, weight_decay, eps -> flag (float32, 1)
+// absmax[t] holds ceil(n / 256) values (block-wise) or one (tensor-wise). Every input is checked before anything is
+// written. Threads take whole blocks of one tensor at a time (one parallel region for all the tensors), so results
+// do not depend on their number. Tensor-wise tensors take a first pass that computes the new sums without writing,
+// for their absmax (per-block maxima, then their maximum: exact in any order); the second pass updates and
+// re-quantizes every tensor.
 int Adagrad8Kernel(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   const AotArgs a{nparam, params, ndims, shapes, dtypes};
-  constexpr int kParam = 0, kCode = 1, kAbsmax = 2, kGrad = 3, kScalars = 4, kOut = 8;
-  if (nparam != kOut + 1) return RejectArgCount(nparam, kOut + 1);
-  if (!a.same_shape(kCode, kParam)) return a.reject_shape(kCode, "code", kParam, "param");
-  if (!a.same_shape(kGrad, kParam)) return a.reject_shape(kGrad, "grad", kParam, "param");
-  if (std::strcmp(dtypes[kCode], "uint8") != 0) return a.reject_dtype(kCode, "code", "uint8");
-  if (a.dtype(kAbsmax) != DType::kF32) return a.reject_dtype(kAbsmax, "absmax", "float32");
-  if (a.dtype(kGrad) != a.dtype(kParam)) return a.reject_dtype(kGrad, "grad", dtypes[kParam]);
-  const int64_t n = a.numel(kParam), blocks = std::max<int64_t>(1, (n + kBlock - 1) / kBlock);
-  const int64_t nabs = a.numel(kAbsmax);
-  if (nabs != blocks && nabs != 1) {
-    return Reject(kBadShape, "'absmax' has %lld values, expected %lld (one per block of %lld) or 1 for 'param' of "
-                  "shape %s", static_cast<long long>(nabs), static_cast<long long>(blocks),
-                  static_cast<long long>(kBlock), a.shape_str(kParam).c_str());
-  }
-  AdagradScalars k;
-  if (int st = ReadScalars(a, kScalars, &k); st != kOk) return st;
-  const quant8::Tables &t = quant8::HostTables();
-  if (!t.ok) return Reject(kBadScalar, "the 8-bit code tables failed their self-check");
-  uint8_t *q = static_cast<uint8_t *>(params[kCode]);
-  float *absmax = static_cast<float *>(params[kAbsmax]);
-  return DispatchFloat(a.dtype(kParam), [&](auto tag) {
-    using P = decltype(tag);
-    *static_cast<float *>(params[kOut]) = 1.0f;
-    P *p = static_cast<P *>(params[kParam]);
-    const P *g = static_cast<const P *>(params[kGrad]);
-    if (n == 0) return static_cast<int>(kOk);
-    if (nabs == blocks) {
-      Adagrad8Blockwise(n, p, q, absmax, g, k, t);
-    } else {
-      Adagrad8Tensorwise(n, p, q, absmax, g, k, t);
+  const int count = ListCount(nparam, 4, 5);
+  if (count < 0) return kBadArgCount;
+  const int kParam = 0, kCode = count, kAbsmax = 2 * count, kGrad = 3 * count, kScalars = 4 * count,
+            kOut = 4 * count + 4;
+  std::vector<Tensor8> tensors(count);
+  for (int t = 0; t < count; ++t) {
+    const std::string param = TensorName("param", t, count);
+    if (!a.same_shape(kCode + t, kParam + t)) {
+      return a.reject_shape(kCode + t, TensorName("code", t, count).c_str(), kParam + t, param.c_str());
     }
-    return static_cast<int>(kOk);
-  });
+    if (!a.same_shape(kGrad + t, kParam + t)) {
+      return a.reject_shape(kGrad + t, TensorName("grad", t, count).c_str(), kParam + t, param.c_str());
+    }
+    if (std::strcmp(dtypes[kCode + t], "uint8") != 0) {
+      return a.reject_dtype(kCode + t, TensorName("code", t, count).c_str(), "uint8");
+    }
+    if (a.dtype(kAbsmax + t) != DType::kF32) {
+      return a.reject_dtype(kAbsmax + t, TensorName("absmax", t, count).c_str(), "float32");
+    }
+    if (a.dtype(kGrad + t) != a.dtype(kParam + t)) {
+      return a.reject_dtype(kGrad + t, TensorName("grad", t, count).c_str(), dtypes[kParam + t]);
+    }
+    if (!IsStorageType(a.dtype(kParam + t))) return a.reject_dtype(kParam + t, param.c_str(), kStorageTypes);
+    const int64_t n = a.numel(kParam + t), blocks = std::max<int64_t>(1, (n + kBlock - 1) / kBlock);
+    const int64_t nabs = a.numel(kAbsmax + t);
+    if (nabs != blocks && nabs != 1) {
+      return Reject(kBadShape, "'%s' has %lld values, expected %lld (one per block of %lld) or 1 for '%s' of "
+                    "shape %s", TensorName("absmax", t, count).c_str(), static_cast<long long>(nabs),
+                    static_cast<long long>(blocks), static_cast<long long>(kBlock), param.c_str(),
+                    a.shape_str(kParam + t).c_str());
+    }
+    tensors[t] = Tensor8{n, n == 0 ? 0 : (n + kBlock - 1) / kBlock, nabs != blocks};
+  }
+  ScalarInputs k;
+  if (int st = ReadScalars(a, kScalars, count, &k); st != kOk) return st;
+  const quant8::Tables &t8 = quant8::HostTables();
+  if (!t8.ok) return Reject(kBadScalar, "the 8-bit code tables failed their self-check");
+  *static_cast<float *>(params[kOut]) = 1.0f;
+
+  // Runs fn(P{}, p, q, absmax, g) for tensor t, P its parameters' storage type.
+  auto with_tensor = [&](int t, auto &&fn) {
+    DispatchFloat(a.dtype(kParam + t), [&](auto tag) {
+      using P = decltype(tag);
+      fn(tag, static_cast<P *>(params[kParam + t]), static_cast<uint8_t *>(params[kCode + t]),
+         static_cast<float *>(params[kAbsmax + t]), static_cast<const P *>(params[kGrad + t]));
+      return static_cast<int>(kOk);
+    });
+  };
+  const int64_t min_blocks = std::max<int64_t>(1, kMinElementsPerThread / kBlock);
+  std::vector<int64_t> blocks(count);
+  std::vector<std::vector<float>> maxima(count);  // tensor-wise tensors: each block's new absmax
+  bool any_tensor_wise = false;
+  for (int t = 0; t < count; ++t) {
+    blocks[t] = tensors[t].tensor_wise ? tensors[t].blocks : 0;
+    maxima[t].resize(blocks[t]);
+    any_tensor_wise = any_tensor_wise || tensors[t].tensor_wise;
+  }
+  if (any_tensor_wise) {
+    ParallelForTensors(count, blocks.data(), [&](int t, int64_t b0, int64_t b1) {
+      with_tensor(t, [&](auto, auto *p, uint8_t *q, float *absmax, const auto *g) {
+        const int64_t n = tensors[t].n;
+        const AdagradScalars scalars = k.of(t);
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t begin = b * kBlock;
+          maxima[t][b] = Block8Any(begin, std::min(n - begin, kBlock), p, q, absmax[0], g, scalars, t8, nullptr,
+                                   false);
+        }
+      });
+    }, min_blocks, 1);
+  }
+  std::vector<TensorScales> scales(count);
+  for (int t = 0; t < count; ++t) {
+    if (!tensors[t].tensor_wise) continue;
+    uint32_t amax_bits = 0;
+    for (float m : maxima[t]) amax_bits = quant8::AbsBitsMax(amax_bits, m);
+    // (a NaN sum makes amax NaN: every code is then kZeroCode, as in the reference path)
+    scales[t] = TensorScales{static_cast<const float *>(params[kAbsmax + t])[0],
+                             quant8::CanonicalNan(quant8::BitsFloat(amax_bits))};
+  }
+  for (int t = 0; t < count; ++t) blocks[t] = tensors[t].blocks;
+  ParallelForTensors(count, blocks.data(), [&](int t, int64_t b0, int64_t b1) {
+    with_tensor(t, [&](auto, auto *p, uint8_t *q, float *absmax, const auto *g) {
+      UpdateBlocks(tensors[t].n, b0, b1, p, q, absmax, g, k.of(t), t8, tensors[t].tensor_wise ? &scales[t] : nullptr);
+    });
+  }, min_blocks, 1);
+  for (int t = 0; t < count; ++t) {
+    if (tensors[t].tensor_wise) static_cast<float *>(params[kAbsmax + t])[0] = scales[t].encode;
+  }
+  return kOk;
 }
 
 // The layout version an optimizer's 8-bit state was written under (its `quant8_layout` Parameter, saved in and
