@@ -803,35 +803,54 @@ def test_layout_check_kernel_through_ctypes():
     assert call(lib, "MsOptimQuant8Layout", [np.array([1], np.int32)]) == 1
 
 
+def test_graph_build_refusal_names_the_tensor_of_the_call(mode):
+    """A gradient of another dtype than its parameter is refused when the step's graph is built, naming which tensor
+    of the one call per state kind it is; nothing moves."""
+    params = [Parameter(Tensor(np.ones(n, np.float32)), name=f"w{i}") for i, n in enumerate((5000, 3, 4))]
+    opt = ms_optim.Adagrad8bit(params, impl="fused")  # w0: 8-bit state; w1, w2: float32 state, one call
+    before = {p.name: p.asnumpy().copy() for p in opt.get_parameters()}
+    grads = (Tensor(np.ones(5000, np.float32)), Tensor(np.ones(3, np.float32)), Tensor(np.ones(4, np.float16)))
+    with pytest.raises(TypeError, match=r"the gradient's dtype Float16 must be the dtype of its parameter, Float32\. "
+                                        r"\(tensor 1 of the 2 of this call\)"):
+        opt(grads)
+    for p in opt.get_parameters():
+        np.testing.assert_array_equal(p.asnumpy(), before[p.name], err_msg=p.name)
+
+
 def test_multi_tensor_kernels_through_ctypes():
     """One call updates N tensors as N calls of one tensor would (bit for bit), with lr, gnorm_scale and weight_decay
-    given once or per tensor; a bad input of any tensor (or a per-tensor vector of the wrong length, or a wrong
-    number of inputs) is refused naming it, before anything of any tensor is written."""
+    given once or per tensor, tensors of 0, 1 and 256 elements, block-wise and tensor-wise 8-bit tensors in one call;
+    a bad input of any tensor (or a per-tensor vector of the wrong length, or a wrong number of inputs) is refused
+    naming it, before anything of any tensor (the flag included) is written."""
     from ms_optim.kernels import _build
     sys.path.insert(0, os.path.dirname(__file__))
     from _kernel_abi import call
     lib = ctypes.CDLL(_build.locate_library("adagrad"))
     lib.MsOptimLastError.restype = ctypes.c_char_p
     rng = np.random.default_rng(7)
-    sizes = [5000, 300, 70001]
+    sizes = [5000, 0, 257, 1, 256, 70001]
+    tensor_wise = [False, False, True, False, False, True]  # 8-bit: one absmax for tensors 2 and 5
     f32 = lambda *x: np.array(x, np.float32)  # noqa: E731
-    lrs, scales, decays, eps = f32(0.1, 0.02, 0.0), f32(1.0), f32(0.0, 0.3, 0.01), f32(1e-10)
+    lrs, scales, decays, eps = f32(0.1, 0.3, 0.02, 0.05, 0.07, 0.0), f32(1.0), f32(0.0, 0.1, 0.3, 0, 0, 0.01), f32(1e-10)
 
     def tensors32():
         return ([rng.standard_normal(n).astype(np.float32) for n in sizes],
                 [np.full(n, 0.5, np.float32) for n in sizes], [rng.standard_normal(n).astype(np.float32) for n in sizes])
 
     def tensors8():
-        codes = [quantization.constant_state((n,), 0.5)[0] for n in sizes]
-        absmax = [quantization.constant_state((n,), 0.5)[1] for n in sizes]
-        return ([rng.standard_normal(n).astype(np.float32) for n in sizes], codes, absmax,
-                [rng.standard_normal(n).astype(np.float32) for n in sizes])
+        state = [quantization.constant_state((n,), 0.5, not tw) for n, tw in zip(sizes, tensor_wise)]
+        return ([rng.standard_normal(n).astype(np.float32) for n in sizes], [c for c, _ in state],
+                [a for _, a in state], [rng.standard_normal(n).astype(np.float32) for n in sizes])
 
+    def flat(lists, *scalars):
+        return [x for group in lists for x in group] + list(scalars)
+
+    last = len(sizes) - 1
     for symbol, make in (("MsOptimAdagrad", tensors32), ("MsOptimAdagrad8bit", tensors8)):
         lists = make()
         one = [[x.copy() for x in group] for group in lists]
         flag = np.zeros(1, np.float32)
-        assert call(lib, symbol, [x for group in lists for x in group] + [lrs, scales, decays, eps, flag]) == 0
+        assert call(lib, symbol, flat(lists, lrs, scales, decays, eps, flag)) == 0
         assert flag.tolist() == [1.0]
         for t in range(len(sizes)):
             assert call(lib, symbol, [group[t] for group in one] + [lrs[t:t + 1], scales, decays[t:t + 1], eps,
@@ -842,21 +861,25 @@ def test_multi_tensor_kernels_through_ctypes():
 
         lists = make()
         before = [[x.copy() for x in group] for group in lists]
-        bad = [[x for x in group] for group in lists]
-        bad[-1][2] = bad[-1][2][:-1]  # the last tensor's gradient one element short
-        assert call(lib, symbol, [x for group in bad for x in group] + [lrs, scales, decays, eps, flag]) == 3
-        assert "'grad[2]' has shape [70000], but 'param[2]' has [70001]" in lib.MsOptimLastError().decode()
-        assert call(lib, symbol, [x for group in lists for x in group] + [lrs[:2], scales, decays, eps, flag]) == 4
-        assert "'lr' must be a float32 tensor of 1 or 3 values (one per tensor)" in lib.MsOptimLastError().decode()
-        assert call(lib, symbol, [x for group in lists for x in group] + [lrs, scales, decays, flag]) == 1
+        bad = [list(group) for group in lists]
+        bad[-1][last] = bad[-1][last][:-1]  # the last tensor's gradient one element short
+        flag = np.zeros(1, np.float32)
+        assert call(lib, symbol, flat(bad, lrs, scales, decays, eps, flag)) == 3
+        assert f"'grad[{last}]' has shape [70000], but 'param[{last}]' has [70001]" in lib.MsOptimLastError().decode()
+        assert call(lib, symbol, flat(lists, lrs[:2], scales, decays, eps, flag)) == 4
+        assert f"'lr' must be a float32 tensor of 1 or {len(sizes)} values (one per tensor)" in \
+            lib.MsOptimLastError().decode()
+        assert call(lib, symbol, flat(lists, lrs, scales, decays, flag)) == 1
+        assert flag.tolist() == [0.0]
         for got, want in zip(lists, before):
             for a, b in zip(got, want):
                 assert a.tobytes() == b.tobytes(), f"{symbol} wrote before refusing"
     lists = tensors8()
-    lists[2][1] = np.zeros(3, np.float32)  # tensor 1 (300 elements) has 2 blocks: 3 absmax values fit neither form
-    assert call(lib, "MsOptimAdagrad8bit", [x for group in lists for x in group] + [lrs, scales, decays, eps,
-                                                                                      np.zeros(1, np.float32)]) == 3
-    assert "'absmax[1]' has 3 values, expected 2 (one per block of 256) or 1" in lib.MsOptimLastError().decode()
+    lists[2][2] = np.zeros(3, np.float32)  # tensor 2 (257 elements) has 2 blocks: 3 absmax values fit neither form
+    flag = np.zeros(1, np.float32)
+    assert call(lib, "MsOptimAdagrad8bit", flat(lists, lrs, scales, decays, eps, flag)) == 3
+    assert "'absmax[2]' has 3 values, expected 2 (one per block of 256) or 1" in lib.MsOptimLastError().decode()
+    assert flag.tolist() == [0.0]
 
 
 def test_layout_check_kind(monkeypatch):

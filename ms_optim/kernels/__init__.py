@@ -214,14 +214,19 @@ def multi_tensor_kernel(family, symbol, written, read, scalars, count, input_dty
     def tensor(values, i):  # tensor i's inputs in the order of a single-tensor kernel
         return [values[k * count + i] for k in range(len(lists))] + list(values[len(lists) * count:])
 
-    def check_shapes(*shapes):
+    def each_tensor(check, values):
         for i in range(count):
-            one_shapes(*tensor(shapes, i))
+            try:
+                check(*tensor(values, i))
+            except (TypeError, ValueError) as err:  # which of the N: the message alone does not say
+                raise type(err)(f"{err} (tensor {i} of the {count} of this call)") from err
+
+    def check_shapes(*shapes):
+        each_tensor(one_shapes, shapes)
         return (1,)
 
     def check_dtypes(*dtypes):
-        for i in range(count):
-            one_dtypes(*tensor(dtypes, i))
+        each_tensor(one_dtypes, dtypes)
         return ms.float32
 
     def names(group):
