@@ -59,6 +59,13 @@ def _per_kind(values, indices, all_of_them, per_parameter):
     return values
 
 
+def _scaled(lr, lr_denom, decays):
+    """lr / (1 + (t - 1) * lr_decay); lr itself (exactly that quotient) without lr_decay."""
+    if decays:
+        return lr / lr_denom
+    return lr
+
+
 def _layout_check_kind(impl):
     """How a step checks the 8-bit layout version: "kernel" (fused path), "assert" (reference path: MindSpore's
     Assert, which exists on CPU and GPU), "none" where Assert does not (Ascend; MindSpore's security builds refuse
@@ -254,6 +261,7 @@ class Adagrad(nn.Optimizer):
         self.percentile_clipping = percentile_clipping
         self.block_wise = block_wise
         self.lr_decay = Tensor(float(lr_decay), mstype.float32)
+        self._decays_lr = float(lr_decay) != 0.0
         self.eps = Tensor(float(eps), mstype.float32)
         self._init_state(float(initial_accumulator_value))
         decays = self._weight_decay_per_param(params, weight_decay)
@@ -357,7 +365,10 @@ class Adagrad(nn.Optimizer):
             increase = F.depend(increase, UPDATE_FNS[self._update_key][2](self.quant8_layout))
         self.assignadd(self.global_step, increase)
         step = self.global_step  # read after the increment (auto-monad orders it): t = 1 on the first step
-        lr_denom = 1.0 + (F.cast(step, mstype.float32) - 1.0) * self.lr_decay
+        lr_decays = self._decays_lr
+        lr_denom = self._one
+        if lr_decays:  # without lr_decay the denominator is exactly 1 (t - 1 is finite): five graph ops fewer per step
+            lr_denom = 1.0 + (F.cast(step, mstype.float32) - 1.0) * self.lr_decay
         clipping = self.percentile_clipping < 100
         scales = self._one
         if clipping:
@@ -367,13 +378,13 @@ class Adagrad(nn.Optimizer):
             indices, everyone = self._float_indices, not self._quant8_indices
             success = F.depend(success, UPDATE_FNS[self._update_key][0](
                 self._float_params, self.accum, _pick(gradients, indices, everyone),
-                _per_kind(lr, indices, everyone, self.is_group_lr) / lr_denom,
+                _scaled(_per_kind(lr, indices, everyone, self.is_group_lr), lr_denom, lr_decays),
                 _per_kind(scales, indices, everyone, clipping), self._wd_float, self.eps))
         if self._quant8_indices:
             indices, everyone = self._quant8_indices, not self._float_indices
             success = F.depend(success, UPDATE_FNS[self._update_key][1](
                 self._quant8_params, self.accum_code, self.accum_absmax, _pick(gradients, indices, everyone),
-                _per_kind(lr, indices, everyone, self.is_group_lr) / lr_denom,
+                _scaled(_per_kind(lr, indices, everyone, self.is_group_lr), lr_denom, lr_decays),
                 _per_kind(scales, indices, everyone, clipping), self._wd_quant8, self.eps))
         return success
 

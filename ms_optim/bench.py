@@ -680,8 +680,8 @@ def main(argv=None):
     if results:
         print()
         print(f"Optimizer step: {n} float32 elements in {args.tensors} tensors of {n // args.tensors}; median of "
-              f"{args.steps} steps after {args.warmup} warm-up, variants interleaved, each call followed by a "
-              f"parameter read; {_PROBE_NOTE.format(B=adam_B)}")
+              f"{args.steps} steps after {args.warmup} warm-up, variants interleaved, a step = the call (it returns "
+              f"with the update done); {_PROBE_NOTE.format(B=adam_B)}")
         header = (f"  {'optimizer':<24}{'step ms':>9}{'b2b ms':>9}{'vs nn.Adam':>12}{'bound ms':>10}{'vs bound':>10}"
                   f"{'GB/s':>8}")
         print(header)

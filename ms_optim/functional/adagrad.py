@@ -30,16 +30,17 @@ def _step(param, s, grad, lr, gnorm_scale, weight_decay, eps):
 
 
 def _of(values, i):
-    """Tensor i's value of ``values``: one value for every tensor (shape (1,)) or one per tensor (shape (N,))."""
-    if values.shape[0] == 1:
+    """Tensor i's value of ``values``: one value for every tensor (shape () or (1,)) or one per tensor (shape (N,))."""
+    if values.size == 1:
         return values
     return values[i:i + 1]
 
 
 def adagrad(params, accums, grads, lr, gnorm_scale, weight_decay, eps):
     """One step for the tuples ``params``, ``accums`` (float32 state) and ``grads``; ``lr``, ``gnorm_scale`` and
-    ``weight_decay``: float32 of shape (1,) (every tensor) or (N,) (one per tensor), ``eps`` (1,). Assigns every
-    parameter and sum; returns True, ordered after the writes (the signature of the fused MsOptimAdagrad)."""
+    ``weight_decay``: float32 of one value (every tensor) or shape (N,) (one per tensor), ``eps`` one value.
+    Assigns every parameter and sum; returns True, ordered after the writes (the signature of the fused
+    MsOptimAdagrad)."""
     success = True
     for i in range(len(params)):
         p, s = _step(params[i], accums[i], grads[i], _of(lr, i), _of(gnorm_scale, i), _of(weight_decay, i), eps)
