@@ -44,7 +44,7 @@ Method, all in one run:
    B/element: read param, m, s, grad; write param, m, s), timed round-robin, with rectify=False so that every
    timed step runs the adaptive rule (with rectify the first 5 steps are SGD steps, which move the same bytes).
    Peers on the same sizes when importable: labml's AdaBelief (flags set as meant, see docs/adabelief.md) and the
-   authors' adabelief-pytorch, both torch on --threads CPU threads, timed in windows of 5 rounds of their own
+   authors' adabelief-pytorch, both torch on --threads CPU threads, timed in windows of 2 rounds of their own
    (with the probe), alternating with the MindSpore pair's windows: torch's OpenMP threads keep spinning after a
    step and slowed whichever MindSpore step came next.
 7. Adagrad: the ``--elements`` / ``--tensors`` case of 2., ms_optim.Adagrad (float32 state), ms_optim.Adagrad8bit
@@ -239,7 +239,7 @@ def no_wait():
     """The final wait of what returns only when done (torch's CPU step, the memory probe)."""
 
 
-def _time_round_robin(groups, grads, steps, warmup, window=5):
+def _time_round_robin(groups, grads, steps, warmup, window=2):
     """{name: (median step seconds, back-to-back seconds per step, list of per-round seconds)} for the
     (name, optimizer, wait) entries of ``groups`` (lists of entries): a step is the call ``optimizer(grads)``;
     ``wait()`` ends the back-to-back cross-check (for a MindSpore optimizer: its last parameter's ``asnumpy``).
@@ -248,7 +248,9 @@ def _time_round_robin(groups, grads, steps, warmup, window=5):
     every entry alike. With several groups (the MindSpore optimizers, then the torch peers: torch's OpenMP threads
     keep spinning for milliseconds after a step and slowed whichever MindSpore step came next), the rounds run in
     windows of ``window`` rounds, group after group in turn, each window opening with one untimed step of each
-    entry (while the other group's threads settle), so that slower drifts reach every group too. Round ``r`` of
+    entry (while the other group's threads settle), so that slower drifts reach every group too (2 rounds: with
+    windows of 5, one run's ratio to torch read 1.61 while its two groups' memory probes read 62 and 96 GB/s; three
+    runs with windows of 2 read 1.06 - 1.08). Round ``r`` of
     one group holds step ``r`` of each of its entries: a _MemoryProbe entry gives each round's bandwidth.
     """
     def step(opt):
