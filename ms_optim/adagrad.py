@@ -59,9 +59,9 @@ def _per_kind(values, indices, all_of_them, per_parameter):
     return values
 
 
-def _scaled(lr, lr_denom, decays):
+def _scaled(lr, lr_denom, has_lr_decay):
     """lr / (1 + (t - 1) * lr_decay); lr itself (exactly that quotient) without lr_decay."""
-    if decays:
+    if has_lr_decay:
         return lr / lr_denom
     return lr
 
@@ -128,8 +128,9 @@ class Adagrad(nn.Optimizer):
     r"""
     Adagrad with float32 or block-wise 8-bit state, with the arguments of `bitsandbytes.optim.Adagrad` (all of
     them, including `lr_decay` and `initial_accumulator_value` with torch.optim.Adagrad's meaning, and the
-    `percentile_clipping` / `block_wise` that bitsandbytes 0.50 removed). The update of each parameter runs in one
-    fused kernel where the device target has one.
+    `percentile_clipping` / `block_wise` that bitsandbytes 0.50 removed). Where the device target has fused
+    kernels, one kernel call per step updates every parameter with float32 state, and one every parameter with 8-bit
+    state.
 
     At step :math:`t` (counted from 1), for a parameter :math:`w` with gradient :math:`g`:
 
@@ -261,7 +262,7 @@ class Adagrad(nn.Optimizer):
         self.percentile_clipping = percentile_clipping
         self.block_wise = block_wise
         self.lr_decay = Tensor(float(lr_decay), mstype.float32)
-        self._decays_lr = float(lr_decay) != 0.0
+        self._has_lr_decay = float(lr_decay) != 0.0
         self.eps = Tensor(float(eps), mstype.float32)
         self._init_state(float(initial_accumulator_value))
         decays = self._weight_decay_per_param(params, weight_decay)
@@ -365,9 +366,9 @@ class Adagrad(nn.Optimizer):
             increase = F.depend(increase, UPDATE_FNS[self._update_key][2](self.quant8_layout))
         self.assignadd(self.global_step, increase)
         step = self.global_step  # read after the increment (auto-monad orders it): t = 1 on the first step
-        lr_decays = self._decays_lr
+        has_lr_decay = self._has_lr_decay
         lr_denom = self._one
-        if lr_decays:  # without lr_decay the denominator is exactly 1 (t - 1 is finite): five graph ops fewer per step
+        if has_lr_decay:  # without, the denominator is exactly 1 (t - 1 is finite): five graph ops fewer per step
             lr_denom = 1.0 + (F.cast(step, mstype.float32) - 1.0) * self.lr_decay
         clipping = self.percentile_clipping < 100
         scales = self._one
@@ -378,13 +379,13 @@ class Adagrad(nn.Optimizer):
             indices, everyone = self._float_indices, not self._quant8_indices
             success = F.depend(success, UPDATE_FNS[self._update_key][0](
                 self._float_params, self.accum, _pick(gradients, indices, everyone),
-                _scaled(_per_kind(lr, indices, everyone, self.is_group_lr), lr_denom, lr_decays),
+                _scaled(_per_kind(lr, indices, everyone, self.is_group_lr), lr_denom, has_lr_decay),
                 _per_kind(scales, indices, everyone, clipping), self._wd_float, self.eps))
         if self._quant8_indices:
             indices, everyone = self._quant8_indices, not self._float_indices
             success = F.depend(success, UPDATE_FNS[self._update_key][1](
                 self._quant8_params, self.accum_code, self.accum_absmax, _pick(gradients, indices, everyone),
-                _scaled(_per_kind(lr, indices, everyone, self.is_group_lr), lr_denom, lr_decays),
+                _scaled(_per_kind(lr, indices, everyone, self.is_group_lr), lr_denom, has_lr_decay),
                 _per_kind(scales, indices, everyone, clipping), self._wd_quant8, self.eps))
         return success
 

@@ -831,11 +831,13 @@ def test_multi_tensor_kernels_through_ctypes():
     sizes = [5000, 0, 257, 1, 256, 70001]
     tensor_wise = [False, False, True, False, False, True]  # 8-bit: one absmax for tensors 2 and 5
     f32 = lambda *x: np.array(x, np.float32)  # noqa: E731
-    lrs, scales, decays, eps = f32(0.1, 0.3, 0.02, 0.05, 0.07, 0.0), f32(1.0), f32(0.0, 0.1, 0.3, 0, 0, 0.01), f32(1e-10)
+    lrs, scales, eps = f32(0.1, 0.3, 0.02, 0.05, 0.07, 0.0), f32(1.0), f32(1e-10)
+    decays = f32(0.0, 0.1, 0.3, 0, 0, 0.01)
 
     def tensors32():
-        return ([rng.standard_normal(n).astype(np.float32) for n in sizes],
-                [np.full(n, 0.5, np.float32) for n in sizes], [rng.standard_normal(n).astype(np.float32) for n in sizes])
+        params = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+        return params, [np.full(n, 0.5, np.float32) for n in sizes], [rng.standard_normal(n).astype(np.float32)
+                                                                       for n in sizes]
 
     def tensors8():
         state = [quantization.constant_state((n,), 0.5, not tw) for n, tw in zip(sizes, tensor_wise)]
