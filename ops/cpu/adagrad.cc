@@ -63,6 +63,34 @@ std::string TensorName(const char *name, int t, int count) {
   return count == 1 ? std::string(name) : std::string(name) + "[" + std::to_string(t) + "]";
 }
 
+// The checks every Adagrad kernel makes of tensor t of `count`, in two parts around its own state-dtype checks:
+// its state tensor (input state_first + t, named `state`) and gradient have the parameter's shape; then the gradient
+// has the parameter's dtype, a storage type.
+struct TensorChecks {
+  const AotArgs &a;
+  int t, count, param, grad;  // param, grad: the first index of each list
+
+  int shapes(int state_first, const char *state) const {
+    const std::string name = TensorName("param", t, count);
+    if (!a.same_shape(state_first + t, param + t)) {
+      return a.reject_shape(state_first + t, TensorName(state, t, count).c_str(), param + t, name.c_str());
+    }
+    if (!a.same_shape(grad + t, param + t)) {
+      return a.reject_shape(grad + t, TensorName("grad", t, count).c_str(), param + t, name.c_str());
+    }
+    return kOk;
+  }
+  int dtypes() const {
+    if (a.dtype(grad + t) != a.dtype(param + t)) {
+      return a.reject_dtype(grad + t, TensorName("grad", t, count).c_str(), a.dtypes[param + t]);
+    }
+    if (!IsStorageType(a.dtype(param + t))) {
+      return a.reject_dtype(param + t, TensorName("param", t, count).c_str(), kStorageTypes);
+    }
+    return kOk;
+  }
+};
+
 // ---- 32-bit state
 
 template <typename P>
@@ -89,20 +117,12 @@ int Adagrad32Kernel(int nparam, void **params, int *ndims, int64_t **shapes, con
   const int kParam = 0, kAccum = count, kGrad = 2 * count, kScalars = 3 * count, kOut = 3 * count + 4;
   std::vector<int64_t> sizes(count);
   for (int t = 0; t < count; ++t) {
-    const std::string param = TensorName("param", t, count);
-    if (!a.same_shape(kAccum + t, kParam + t)) {
-      return a.reject_shape(kAccum + t, TensorName("accum", t, count).c_str(), kParam + t, param.c_str());
-    }
-    if (!a.same_shape(kGrad + t, kParam + t)) {
-      return a.reject_shape(kGrad + t, TensorName("grad", t, count).c_str(), kParam + t, param.c_str());
-    }
+    const TensorChecks check{a, t, count, kParam, kGrad};
+    if (int st = check.shapes(kAccum, "accum"); st != kOk) return st;
     if (a.dtype(kAccum + t) != DType::kF32) {
       return a.reject_dtype(kAccum + t, TensorName("accum", t, count).c_str(), "float32");
     }
-    if (a.dtype(kGrad + t) != a.dtype(kParam + t)) {
-      return a.reject_dtype(kGrad + t, TensorName("grad", t, count).c_str(), dtypes[kParam + t]);
-    }
-    if (!IsStorageType(a.dtype(kParam + t))) return a.reject_dtype(kParam + t, param.c_str(), kStorageTypes);
+    if (int st = check.dtypes(); st != kOk) return st;
     sizes[t] = a.numel(kParam + t);
   }
   ScalarInputs k;
@@ -762,30 +782,22 @@ int Adagrad8Kernel(int nparam, void **params, int *ndims, int64_t **shapes, cons
             kOut = 4 * count + 4;
   std::vector<Tensor8> tensors(count);
   for (int t = 0; t < count; ++t) {
-    const std::string param = TensorName("param", t, count);
-    if (!a.same_shape(kCode + t, kParam + t)) {
-      return a.reject_shape(kCode + t, TensorName("code", t, count).c_str(), kParam + t, param.c_str());
-    }
-    if (!a.same_shape(kGrad + t, kParam + t)) {
-      return a.reject_shape(kGrad + t, TensorName("grad", t, count).c_str(), kParam + t, param.c_str());
-    }
+    const TensorChecks check{a, t, count, kParam, kGrad};
+    if (int st = check.shapes(kCode, "code"); st != kOk) return st;
     if (std::strcmp(dtypes[kCode + t], "uint8") != 0) {
       return a.reject_dtype(kCode + t, TensorName("code", t, count).c_str(), "uint8");
     }
     if (a.dtype(kAbsmax + t) != DType::kF32) {
       return a.reject_dtype(kAbsmax + t, TensorName("absmax", t, count).c_str(), "float32");
     }
-    if (a.dtype(kGrad + t) != a.dtype(kParam + t)) {
-      return a.reject_dtype(kGrad + t, TensorName("grad", t, count).c_str(), dtypes[kParam + t]);
-    }
-    if (!IsStorageType(a.dtype(kParam + t))) return a.reject_dtype(kParam + t, param.c_str(), kStorageTypes);
+    if (int st = check.dtypes(); st != kOk) return st;
     const int64_t n = a.numel(kParam + t), blocks = std::max<int64_t>(1, (n + kBlock - 1) / kBlock);
     const int64_t nabs = a.numel(kAbsmax + t);
     if (nabs != blocks && nabs != 1) {
       return Reject(kBadShape, "'%s' has %lld values, expected %lld (one per block of %lld) or 1 for '%s' of "
                     "shape %s", TensorName("absmax", t, count).c_str(), static_cast<long long>(nabs),
-                    static_cast<long long>(blocks), static_cast<long long>(kBlock), param.c_str(),
-                    a.shape_str(kParam + t).c_str());
+                    static_cast<long long>(blocks), static_cast<long long>(kBlock),
+                    TensorName("param", t, count).c_str(), a.shape_str(kParam + t).c_str());
     }
     tensors[t] = Tensor8{n, n == 0 ? 0 : (n + kBlock - 1) / kBlock, nabs != blocks};
   }
