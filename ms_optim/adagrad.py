@@ -12,6 +12,7 @@ from mindspore.ops import functional as F
 from ms_optim import _validation as check
 from ms_optim import kernels, quantization
 from ms_optim.functional import adagrad as reference
+from ms_optim.functional.adam import per_tensor_vector
 from ms_optim.kernels import UPDATE_FNS
 
 _LR_DEFAULT = 1e-2  # its identity tells "not given" from "given" for the learning_rate alias
@@ -24,18 +25,12 @@ _LR_DEFAULT = 1e-2  # its identity tells "not given" from "given" for the learni
 # (200 parameters: 7.3 s instead of 0.7 s).
 _map = C.HyperMap()
 _item = C.MultitypeFuncGraph("ms_optim_adagrad_item")
-_as_vector = C.MultitypeFuncGraph("ms_optim_adagrad_as_vector")
 _clip = C.MultitypeFuncGraph("ms_optim_adagrad_clip")
 
 
 @_item.register("Tuple", "Number")
 def _tuple_item(values, i):
     return values[i]
-
-
-@_as_vector.register("Tensor")
-def _tensor_as_vector(value):
-    return ops.reshape(value, (1,))
 
 
 @_clip.register("Tensor", "Number", "Tensor", "Tensor")
@@ -55,7 +50,7 @@ def _per_kind(values, indices, all_of_them, per_parameter):
     """The values of the parameters ``indices`` as one vector: ``values`` is one value for all (a Tensor) or, with
     ``per_parameter``, a tuple of one scalar (shape () or (1,)) per parameter."""
     if per_parameter:
-        return ops.concat(_map(_as_vector, _pick(values, indices, all_of_them)))
+        return per_tensor_vector(_pick(values, indices, all_of_them))
     return values
 
 

@@ -15,6 +15,10 @@ _adam_opt = C.MultitypeFuncGraph("ms_optim_adam_opt")
 _adam_offload_opt = C.MultitypeFuncGraph("ms_optim_adam_offload_opt")
 _check_rows = C.MultitypeFuncGraph("ms_optim_adam_check_rows")
 
+# UPDATE_FNS[key] of Adam: the dense update of one parameter, lazy Adam of one sparse gradient, the offloaded
+# increment of one parameter, and the fused dense update of every parameter at once (None where not called).
+_ONE, _LAZY, _DELTA, _ALL = 0, 1, 2, 3
+
 
 @_check_rows.register("String", "Tensor", "Tensor")
 def _dense_rows(key, grad, param):
@@ -33,36 +37,37 @@ _BETA2_DEFAULT = 0.999
 @_adam_opt.register("String", "Bool", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
                     "Tensor", "Tensor", "Tensor", "Tensor")
 def _dense_grad(key, use_lazy, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v):
-    return F.depend(True, UPDATE_FNS[key][0](param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad))
+    return F.depend(True, UPDATE_FNS[key][_ONE](param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad))
 
 
 @_adam_opt.register("String", "Bool", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
                     "RowTensor", "Tensor", "Tensor", "Tensor")
 def _sparse_grad(key, use_lazy, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v):
     if use_lazy:  # only the rows the gradient names change
-        return F.depend(True, UPDATE_FNS[key][1](param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps,
-                                     grad.values, grad.indices))
-    dense = reference.densify(grad.values, grad.indices, grad.dense_shape, F.dtype(param))
-    return F.depend(True, UPDATE_FNS[key][0](param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, dense))
+        return F.depend(True, UPDATE_FNS[key][_LAZY](param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps,
+                                                     grad.values, grad.indices))
+    return F.depend(True, UPDATE_FNS[key][_ONE](param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps,
+                                                reference.dense_gradient(grad, param)))
 
 
 @_adam_opt.register("String", "Bool", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
                     "Tensor", "Tensor", "Tensor", "Tensor", "Tensor")
 def _dense_grad_amsgrad(key, use_lazy, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v, vhat):
-    return F.depend(True, UPDATE_FNS[key][0](param, m, v, vhat, beta1_power, beta2_power, lr, beta1, beta2, eps, grad))
+    return F.depend(True, UPDATE_FNS[key][_ONE](param, m, v, vhat, beta1_power, beta2_power, lr, beta1, beta2, eps,
+                                                grad))
 
 
 @_adam_opt.register("String", "Bool", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
                     "RowTensor", "Tensor", "Tensor", "Tensor", "Tensor")
 def _sparse_grad_amsgrad(key, use_lazy, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v, vhat):
-    dense = reference.densify(grad.values, grad.indices, grad.dense_shape, F.dtype(param))
-    return F.depend(True, UPDATE_FNS[key][0](param, m, v, vhat, beta1_power, beta2_power, lr, beta1, beta2, eps, dense))
+    return F.depend(True, UPDATE_FNS[key][_ONE](param, m, v, vhat, beta1_power, beta2_power, lr, beta1, beta2, eps,
+                                                reference.dense_gradient(grad, param)))
 
 
 @_adam_offload_opt.register("String", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
                             "Tensor", "Tensor", "Tensor")
 def _offload(key, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, m, v):
-    delta = UPDATE_FNS[key][2](m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad)
+    delta = UPDATE_FNS[key][_DELTA](m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad)
     return F.depend(True, F.assign_add(param, delta))
 
 
@@ -74,20 +79,23 @@ def _select_check_rows(impl):
     return kernels.inplace_kernel("adam", "MsOptimCheckRows", (), ("param", "indices"))
 
 
-def _select_update_fns(impl, use_nesterov, use_amsgrad, offload_delta):
-    """(dense, lazy[, delta]) update functions for the resolved impl: fused kernels or the reference functions,
-    which share one call signature (looked up through kernels.UPDATE_FNS)."""
+def _select_update_fns(impl, use_nesterov, use_amsgrad, offload_delta, count):
+    """(one, lazy, delta, all) update functions (see _ONE ...) for the resolved impl: fused kernels or the reference
+    functions, which share one call signature (looked up through kernels.UPDATE_FNS); ``all``, the fused update of
+    the ``count`` parameters in one call, exists for the fused impl only (on the reference path, MindSpore 2.10
+    crashed building a graph that hands a tuple holding sparse gradients to a function)."""
     if impl == "reference":
         dense = reference.adam_amsgrad if use_amsgrad else (
             reference.adam_nesterov if use_nesterov else reference.adam)
         lazy = reference.lazy_adam_nesterov if use_nesterov else reference.lazy_adam
         delta = reference.adam_nesterov_delta if use_nesterov else reference.adam_delta
-        return (dense, lazy, delta)
+        return (dense, lazy, delta, None)
     nesterov = "Nesterov" if use_nesterov else ""
     state = ("param", "m", "v", "vhat") if use_amsgrad else ("param", "m", "v")
     scalars = ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps")
-    dense = kernels.inplace_kernel("adam", "MsOptimAdamAmsgrad" if use_amsgrad else f"MsOptimAdam{nesterov}",
-                                   state, scalars + ("grad",))
+    symbol = "MsOptimAdamAmsgrad" if use_amsgrad else f"MsOptimAdam{nesterov}"
+    one = kernels.multi_tensor_kernel("adam", symbol, state, ("grad",), scalars, 1)
+    every = kernels.multi_tensor_kernel("adam", symbol, state, ("grad",), scalars, count)
     lazy = kernels.inplace_kernel("adam", f"MsOptimLazyAdam{nesterov}", ("param", "m", "v"),
                                   scalars + ("values", "indices"))
     delta = None
@@ -95,7 +103,35 @@ def _select_update_fns(impl, use_nesterov, use_amsgrad, offload_delta):
         delta = kernels.output_kernel("adam", f"MsOptimAdam{nesterov}Delta", ("m", "v"), scalars + ("grad",),
                                       like_input=8)
         delta.set_device("CPU")  # the offloaded update runs on the host
-    return (dense, lazy) if delta is None else (dense, lazy, delta)
+    if use_amsgrad:
+        return (_amsgrad_of_one(one), lazy, delta, _amsgrad_of_all(every))
+    return (_adam_of_one(one), lazy, delta, _adam_of_all(every))
+
+
+# The multi-tensor kernel MsOptimAdam[Nesterov|Amsgrad] takes param[N], m[N], v[N], [vhat[N]], grad[N], then the
+# scalars: called for one tensor with the reference functions' signature, or for all with tuples.
+def _adam_of_one(op):
+    def update(param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad):
+        return op(param, m, v, grad, beta1_power, beta2_power, lr, beta1, beta2, eps)
+    return update
+
+
+def _amsgrad_of_one(op):
+    def update(param, m, v, vhat, beta1_power, beta2_power, lr, beta1, beta2, eps, grad):
+        return op(param, m, v, vhat, grad, beta1_power, beta2_power, lr, beta1, beta2, eps)
+    return update
+
+
+def _adam_of_all(op):
+    def update(params, moment1, moment2, grads, beta1_power, beta2_power, lr, beta1, beta2, eps):
+        return op(*params, *moment1, *moment2, *grads, beta1_power, beta2_power, lr, beta1, beta2, eps)
+    return update
+
+
+def _amsgrad_of_all(op):
+    def update(params, moment1, moment2, vhat, grads, beta1_power, beta2_power, lr, beta1, beta2, eps):
+        return op(*params, *moment1, *moment2, *vhat, *grads, beta1_power, beta2_power, lr, beta1, beta2, eps)
+    return update
 
 
 class Adam(nn.Optimizer):
@@ -250,9 +286,14 @@ class Adam(nn.Optimizer):
         # With the parameters on the host already (CPU target) an offloaded update is the plain update, in place;
         # elsewhere it returns the increment, which is added to the device parameter (as nn.Adam does).
         self._offload_delta = use_offload and kernels.device_target() != "CPU"
+        count = len(self._parameters)
         self._update_key = kernels.register_update_fns(
-            f"adam-{resolved_impl}-nesterov{use_nesterov}-amsgrad{use_amsgrad}-delta{self._offload_delta}",
-            lambda: _select_update_fns(resolved_impl, use_nesterov, use_amsgrad, self._offload_delta))
+            f"adam-{resolved_impl}-nesterov{use_nesterov}-amsgrad{use_amsgrad}-delta{self._offload_delta}-"
+            f"count{count}",
+            lambda: _select_update_fns(resolved_impl, use_nesterov, use_amsgrad, self._offload_delta, count))
+        # The fused in-place update of every parameter in one kernel call: for small tensors MindSpore's cost per
+        # kernel launch, not the update, is most of a step. Lazy Adam updates rows of each sparse gradient instead.
+        self._one_call = resolved_impl == "fused" and not use_lazy and not self._offload_delta
         self._check_key = kernels.register_update_fns(f"adam-check-rows-{resolved_impl}",
                                                       lambda: (_select_check_rows(resolved_impl),))
 
@@ -276,9 +317,18 @@ class Adam(nn.Optimizer):
         beta2_power = self.beta2_power * self.beta2
         self.beta2_power = beta2_power
 
+        b1, b2, eps, m1, m2 = self.beta1, self.beta2, self.eps, self.moment1, self.moment2
+        if self._one_call:
+            gradients = self.map_(reference.dense_gradient, gradients, params)
+            if self.is_group_lr:
+                lr = reference.per_tensor_vector(lr)
+            if self.use_amsgrad:
+                return F.depend(True, UPDATE_FNS[self._update_key][_ALL](params, m1, m2, self.vhat, gradients,
+                                                                         beta1_power, beta2_power, lr, b1, b2, eps))
+            return F.depend(True, UPDATE_FNS[self._update_key][_ALL](params, m1, m2, gradients, beta1_power,
+                                                                     beta2_power, lr, b1, b2, eps))
         # Spelled out per case on purpose: mapping a replicated learning-rate tuple and unpacking a state tuple
         # compiles about 6x slower at 200 parameters (measured), and a partial of a partial does not compile.
-        b1, b2, eps, m1, m2 = self.beta1, self.beta2, self.eps, self.moment1, self.moment2
         if self._offload_delta:
             if self.is_group_lr:
                 return self.map_(F.partial(_adam_offload_opt, self._update_key, beta1_power, beta2_power, b1, b2,

@@ -30,6 +30,9 @@ Method, all in one run:
    read after every step (``asnumpy()`` of a parameter, used before) added 0.12 - 0.3 ms of MindSpore's
    synchronization per step that torch's step does not pay (the same for a 1-element parameter). The "b2b"
    column is the guard: ``--steps`` calls back to back, then that read, a throughput no early return can hide.
+   Then the same Adam pairs on the parameter shapes of the main job's quick model (30 tensors, 430,178
+   elements), where MindSpore's cost per kernel launch, not memory, sets the pace (ms_optim.Adam: one kernel
+   call per step; nn.Adam: one per parameter); no bound there.
 3. Bound: ``28 B/element`` for dense Adam (read param, m, v, grad; write param, m, v) and ``36 B/element``
    with amsgrad (plus vhat read and written), at each round's probe bandwidth (0.).
 4. Compile time of the first step of ``nn.TrainOneStepCell`` on a 100-layer ``nn.SequentialCell`` of small
@@ -235,6 +238,35 @@ def bench_steps(args, ms):
     return results, bandwidths[_MemoryProbe.NAME]
 
 
+def bench_adam_model_shapes(args):
+    """(tensors, elements, {name: (median step seconds, back-to-back seconds per step)}) for ms_optim.Adam and
+    nn.Adam (plain and amsgrad) on the parameter shapes of the main job's quick model (many small tensors), timed
+    round-robin as in bench_steps. There a step is mostly MindSpore's cost per kernel launch, not memory traffic:
+    ms_optim.Adam updates every parameter in one kernel call, nn.Adam launches one kernel per parameter."""
+    import numpy as np
+    from mindspore import Parameter, Tensor, nn
+
+    import ms_optim
+    from ms_optim import train
+
+    shapes = [p.shape for p in train.build_model(*train.MODEL_SIZES["quick"]).trainable_params()]
+    variants = (
+        ("ms_optim.Adam", lambda p: ms_optim.Adam(p, learning_rate=1e-3)),
+        ("nn.Adam", lambda p: nn.Adam(p, learning_rate=1e-3)),
+        ("ms_optim.Adam amsgrad", lambda p: ms_optim.Adam(p, learning_rate=1e-3, use_amsgrad=True)),
+        ("nn.Adam amsgrad", lambda p: nn.Adam(p, learning_rate=1e-3, use_amsgrad=True)),
+    )
+    rng = np.random.default_rng(2)
+    init = [rng.standard_normal(s).astype(np.float32) * 0.1 for s in shapes]
+    grads = tuple(Tensor(rng.standard_normal(s).astype(np.float32) * 0.01) for s in shapes)
+    entries = []
+    for i, (name, make) in enumerate(variants):
+        params = [Parameter(Tensor(w.copy()), name=f"small{i}_w{j}") for j, w in enumerate(init)]
+        entries.append((name, make(params), params[-1].asnumpy))
+    timed = _time_round_robin([entries], grads, args.steps, args.warmup)
+    return len(shapes), sum(w.size for w in init), {name: (t, batch) for name, (t, batch, _) in timed.items()}
+
+
 def no_wait():
     """The final wait of what returns only when done (torch's CPU step, the memory probe)."""
 
@@ -341,9 +373,10 @@ def _increment_layout_adam(params):
     from ms_optim import adam, kernels
 
     opt = ms_optim.Adam(params, learning_rate=1e-3, use_offload=True)
-    opt._offload_delta = True
-    opt._update_key = kernels.register_update_fns("bench-adam-increment-layout",
-                                                  lambda: adam._select_update_fns("fused", False, False, True))
+    opt._offload_delta, opt._one_call = True, False
+    opt._update_key = kernels.register_update_fns(
+        f"bench-adam-increment-layout-{len(params)}", lambda: adam._select_update_fns("fused", False, False, True,
+                                                                                     len(params)))
     return opt
 
 
@@ -701,6 +734,16 @@ def main(argv=None):
               f"at each round's probe bandwidth; GB/s = those bytes over the step time; increment: ms_optim.Adam with "
               f"the kernel returning the parameter increment for AssignAdd instead of writing in place, 40 B/elem of "
               f"traffic, docs/kernels.md)")
+        tensors, elements, small = bench_adam_model_shapes(args)
+        print()
+        print(f"Adam on a model's many small tensors: the parameter shapes of the main job's quick model "
+              f"({tensors} tensors, {elements} float32 elements); median of "
+              f"{args.steps} steps after {args.warmup} warm-up, interleaved (MindSpore's cost per kernel launch, not "
+              f"memory, sets the pace: ms_optim.Adam is one kernel call per step, nn.Adam one per parameter)")
+        print(f"  {'optimizer':<24}{'step ms':>9}{'b2b ms':>9}{'vs nn.Adam':>12}")
+        for name, (t, batch) in small.items():
+            ref = "nn.Adam amsgrad" if "amsgrad" in name else "nn.Adam"
+            print(f"  {name:<24}{t * 1e3:>9.3f}{batch * 1e3:>9.3f}{t / small[ref][0]:>11.2f}x")
 
     came = None
     if not args.skip_came:

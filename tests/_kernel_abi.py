@@ -17,7 +17,11 @@ def call(lib, symbol, arrays):
               (ctypes.c_char_p * n)(*[str(a.dtype).encode() for a in arrays]), None, None)
 
 
+ADAM_GRAD = 3  # the index of the gradient in adam_arrays
+
+
 def adam_arrays(n, dtype=np.float32):
+    """The inputs and output of MsOptimAdam for one tensor of n elements: param, m, v, grad, the six scalars, flag."""
     scalars = [np.array([x], np.float32) for x in (0.9, 0.999, 0.01, 0.9, 0.999, 1e-8)]
-    return [np.ones(n, dtype), np.zeros(n, np.float32), np.zeros(n, np.float32), *scalars, np.ones(n, dtype),
+    return [np.ones(n, dtype), np.zeros(n, np.float32), np.zeros(n, np.float32), np.ones(n, dtype), *scalars,
             np.zeros(1, np.float32)]

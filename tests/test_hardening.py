@@ -281,18 +281,18 @@ def test_parameter_dtype_changed_after_construction_is_refused_before_any_update
 
 def test_kernel_dtype_checks_cover_state_and_scalars():
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    op = kernels.inplace_kernel("adam", "MsOptimAdam", ("param", "m", "v"),
-                                ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps", "grad"))
+    op = kernels.multi_tensor_kernel("adam", "MsOptimAdam", ("param", "m", "v"), ("grad",),
+                                     ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps"), 1)
     param = Parameter(Tensor(np.ones(4, np.float32)), name="p")
     m = Parameter(Tensor(np.zeros(4, np.float32)), name="m")
     v16 = Parameter(Tensor(np.zeros(4, np.float16)), name="v")
     scalars = [Tensor(x, ms.float32) for x in (0.9, 0.999, 0.01, 0.9, 0.999, 1e-8)]
     grad = Tensor(np.ones(4, np.float32))
     with pytest.raises(TypeError, match=r"state tensors \['m', 'v'\] must share one dtype"):
-        op(param, m, v16, *scalars, grad)
+        op(param, m, v16, grad, *scalars)
     v = Parameter(Tensor(np.zeros(4, np.float32)), name="v")
     with pytest.raises(TypeError, match=r"dtype of 'lr' must be one of \['Float32'\]"):
-        op(param, m, v, *scalars[:2], Tensor(0.01, ms.float64), *scalars[3:], grad)
+        op(param, m, v, grad, *scalars[:2], Tensor(0.01, ms.float64), *scalars[3:])
     np.testing.assert_array_equal(param.asnumpy(), np.ones(4, np.float32))
     ms.set_context(mode=ms.GRAPH_MODE)
 
@@ -366,14 +366,13 @@ def test_c_callers_get_the_code_and_the_reason():
     lib = ctypes.CDLL(_build.locate_library("adam"))
     lib.MsOptimLastError.restype = ctypes.c_char_p
     arrays = _adam_arrays(8, np.float64)
-    arrays[9] = np.ones(8, np.float64)
     assert _call(lib, "MsOptimAdam", arrays) == 2
     assert b"float32, float16 or bfloat16" in lib.MsOptimLastError()
     assert np.array_equal(arrays[0], np.ones(8))
     arrays = _adam_arrays(8)
     arrays[1] = np.zeros(5, np.float32)
     assert _call(lib, "MsOptimAdam", arrays) == 3
-    assert lib.MsOptimLastError() == b"'m' has shape [5], but 'grad' has [8]"
+    assert lib.MsOptimLastError() == b"'m' has shape [5], but 'param' has [8]"
     assert _call(lib, "MsOptimAdam", _adam_arrays(8)) == 0 and lib.MsOptimLastError() == b""
 
 
@@ -614,10 +613,10 @@ _POOL_SCRIPT = textwrap.dedent("""
     import ctypes, os, sys
     import numpy as np
     sys.path.insert(0, os.path.dirname(sys.argv[1]))
-    from _kernel_abi import adam_arrays as _adam_arrays, call as _call  # numpy and ctypes only: no MindSpore
+    from _kernel_abi import ADAM_GRAD, adam_arrays as _adam_arrays, call as _call  # numpy and ctypes only
     lib = ctypes.CDLL(sys.argv[2])
     arrays = _adam_arrays(1 << 17)  # 4 regions' worth of threads at kMinElementsPerThread
-    arrays[-2][:] = np.linspace(-1, 1, arrays[-2].size, dtype=np.float32)  # the gradient
+    arrays[ADAM_GRAD][:] = np.linspace(-1, 1, arrays[ADAM_GRAD].size, dtype=np.float32)
     for _ in range(int(sys.argv[3])):
         if _call(lib, "MsOptimAdam", arrays):
             sys.exit("refused")

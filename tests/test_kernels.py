@@ -156,6 +156,95 @@ def test_fused_matches_reference(mode, variant, dtype):
         "the parameters did not move"
 
 
+@pytest.mark.parametrize("variant", ["dense", "nesterov", "amsgrad"])
+def test_one_call_with_mixed_dtypes_and_groups_matches_reference(mode, variant):
+    """The fused path updates every parameter in one kernel call, whatever their dtypes and groups: float32 and
+    float16 parameters, two groups with their own learning rate and weight decay, give the reference path's bits
+    (one call per parameter) on the parameter and every state tensor over 7 steps."""
+    shapes, dtypes = [(33, 65), (4097,), (1,), (3, 5, 7)], [ms.float32, ms.float16, ms.float16, ms.float32]
+    results = {}
+    for impl in ("fused", "reference"):
+        params = [Parameter(_tensor(np.linspace(-1.0, 1.0, int(np.prod(s))).reshape(s), d), name=f"w{i}")
+                  for i, (s, d) in enumerate(zip(shapes, dtypes))]
+        groups = [{"params": [params[0], params[2]], "lr": 0.03, "weight_decay": 0.1}, {"params": params[1::2]}]
+        opt = ms_optim.Adam(groups, learning_rate=0.01, impl=impl, **VARIANTS[variant])
+        assert opt._one_call == (impl == "fused")  # pylint: disable=protected-access
+        order = [int(p.name[1:]) for p in opt.parameters]  # the groups' order: the gradients follow it
+        rng = np.random.default_rng(3)
+        for _ in range(STEPS):
+            grads = [_tensor(g, d) for g, d in zip(_grads(rng, shapes), dtypes)]
+            opt(tuple(grads[i] for i in order))
+        results[impl] = _state(opt)
+    assert results["fused"].keys() == results["reference"].keys()
+    for name, value in results["reference"].items():
+        np.testing.assert_array_equal(results["fused"][name], value, err_msg=name)
+    assert not np.array_equal(results["fused"]["w1"], np.linspace(-1.0, 1.0, 4097).astype(np.float16).astype(
+        np.float32)), "nothing moved"
+
+
+@pytest.mark.parametrize("symbol", ["MsOptimAdam", "MsOptimAdamNesterov", "MsOptimAdamAmsgrad"])
+def test_multi_tensor_adam_kernel_through_ctypes(symbol):
+    """One call updates N tensors as N calls of one tensor would (bit for bit), with lr given once or per tensor,
+    float32 and float16 parameters and state mixed, tensors of 0 and 1 elements; a bad input of any tensor (or an
+    lr vector of the wrong length, or a wrong number of inputs) is refused naming it, before anything of any tensor
+    (the flag included) is written."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _kernel_abi import call
+    lib = ctypes.CDLL(_build.locate_library("adam"))
+    lib.MsOptimLastError.restype = ctypes.c_char_p
+    rng = np.random.default_rng(5)
+    sizes = [5000, 0, 257, 1, 70001]
+    param_dtypes = [np.float32, np.float32, np.float16, np.float16, np.float32]
+    state_dtypes = [np.float32, np.float16, np.float32, np.float16, np.float32]
+    states = 3 if symbol == "MsOptimAdamAmsgrad" else 2
+    f32 = lambda *x: np.array(x, np.float32)  # noqa: E731
+    lrs = f32(0.1, 0.3, 0.02, 0.05, 0.007)
+    b1p, b2p, beta1, beta2, eps = f32(0.9 ** 3), f32(0.999 ** 3), f32(0.9), f32(0.999), f32(1e-8)
+
+    def tensors():  # [params, m, v, (vhat,) grads], state started away from zero
+        params = [rng.standard_normal(n).astype(d) for n, d in zip(sizes, param_dtypes)]
+        state = [[np.abs(rng.standard_normal(n)).astype(d) * 0.01 for n, d in zip(sizes, state_dtypes)]
+                 for _ in range(states)]
+        return [params, *state, [rng.standard_normal(n).astype(d) for n, d in zip(sizes, param_dtypes)]]
+
+    def flat(lists, lr, *out):
+        return [x for group in lists for x in group] + [b1p, b2p, lr, beta1, beta2, eps, *out]
+
+    for lr in (lrs, lrs[:1]):
+        lists = tensors()
+        one = [[x.copy() for x in group] for group in lists]
+        flag = np.zeros(1, np.float32)
+        assert call(lib, symbol, flat(lists, lr, flag)) == 0 and flag.tolist() == [1.0]
+        for t in range(len(sizes)):
+            lr_t = lr[t:t + 1] if lr.size > 1 else lr
+            assert call(lib, symbol, flat([[group[t]] for group in one], lr_t, np.zeros(1, np.float32))) == 0
+        for got, want in zip(lists, one):
+            for a, b in zip(got, want):
+                assert a.tobytes() == b.tobytes()
+        assert not np.array_equal(lists[0][0], tensors()[0][0]), "nothing moved"
+
+    last = len(sizes) - 1
+    lists = tensors()
+    before = [[x.copy() for x in group] for group in lists]
+    flag = np.zeros(1, np.float32)
+    bad = [list(group) for group in lists]
+    bad[1][last] = bad[1][last][:-1]  # the last tensor's m one element short
+    assert call(lib, symbol, flat(bad, lrs, flag)) == 3
+    assert f"'m[{last}]' has shape [70000], but 'param[{last}]' has [70001]" in lib.MsOptimLastError().decode()
+    bad = [list(group) for group in lists]
+    bad[1][2] = bad[1][2].astype(np.float16)  # tensor 2's m: float16 while its v is float32
+    assert call(lib, symbol, flat(bad, lrs, flag)) == 2
+    assert "'v[2]' has dtype float32, expected float16" in lib.MsOptimLastError().decode()
+    assert call(lib, symbol, flat(lists, lrs[:2], flag)) == 4
+    assert f"'lr' must be a float32 tensor of 1 or {len(sizes)} values (one per tensor)" in \
+        lib.MsOptimLastError().decode()
+    assert call(lib, symbol, flat(lists, lrs)) == 1  # no flag: one input short
+    assert flag.tolist() == [0.0]
+    for got, want in zip(lists, before):
+        for a, b in zip(got, want):
+            assert a.tobytes() == b.tobytes(), "wrote before refusing"
+
+
 @pytest.mark.parametrize("nesterov", [False, True], ids=["plain", "nesterov"])
 def test_lazy_kernel_matches_reference_and_touches_only_named_rows(nesterov):
     """Lazy Adam on (values, indices) with a duplicate index: the fused kernel gives the reference path's numbers
@@ -284,11 +373,12 @@ _THREADS_SCRIPT = textwrap.dedent("""
     ms.set_device("CPU")
     n = 3 * (1 << 20) + 17  # large enough to be split across threads, not a multiple of the chunk size
     p = Parameter(Tensor(np.linspace(-1, 1, n, dtype=np.float32)), name="w")
-    opt = ms_optim.Adam([p], learning_rate=0.01, use_amsgrad=True, impl="fused")
+    q = Parameter(Tensor(np.linspace(-1, 1, 4099, dtype=np.float32)), name="q")  # a second tensor in the one call
+    opt = ms_optim.Adam([p, q], learning_rate=0.01, use_amsgrad=True, impl="fused")
     rng = np.random.default_rng(0)
     for _ in range(3):
-        opt((Tensor(rng.standard_normal(n).astype(np.float32)),))
-    arrays = [p.asnumpy(), opt.moment1[0].asnumpy(), opt.moment2[0].asnumpy(), opt.vhat[0].asnumpy()]
+        opt((Tensor(rng.standard_normal(n).astype(np.float32)), Tensor(rng.standard_normal(4099).astype(np.float32))))
+    arrays = [x.asnumpy() for x in (p, q, *opt.moment1, *opt.moment2, *opt.vhat)]
     # CAME: reductions over row blocks and lanes (factored) and over element blocks (unfactored)
     w = Parameter(Tensor(np.linspace(-1, 1, 1000 * 1100, dtype=np.float32).reshape(1000, 1100)), name="w")
     b = Parameter(Tensor(np.linspace(-1, 1, n, dtype=np.float32)), name="b")
@@ -319,14 +409,14 @@ def test_kernel_refuses_mismatched_shapes():
     """A state tensor of the wrong size is refused when the call is built, and nothing is written (the kernel's
     own refusal of it, for callers that skip the wrapper, is tested in test_hardening.py through ctypes)."""
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    op = kernels.inplace_kernel("adam", "MsOptimAdam", ("param", "m", "v"),
-                                ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps", "grad"))
+    op = kernels.multi_tensor_kernel("adam", "MsOptimAdam", ("param", "m", "v"), ("grad",),
+                                     ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps"), 1)
     param = Parameter(Tensor(np.ones(8, np.float32)), name="p")
     m = Parameter(Tensor(np.zeros(5, np.float32)), name="m")  # wrong: 5 elements for an 8-element parameter
     v = Parameter(Tensor(np.zeros(8, np.float32)), name="v")
     scalars = [Tensor(x, ms.float32) for x in (0.9, 0.999, 0.01, 0.9, 0.999, 1e-8)]
     with pytest.raises(ValueError, match=r"the state 'm' has shape \[5\], but its parameter has shape \[8\]"):
-        op(param, m, v, *scalars, Tensor(np.ones(8, np.float32))).asnumpy()
+        op(param, m, v, Tensor(np.ones(8, np.float32)), *scalars).asnumpy()
     np.testing.assert_array_equal(param.asnumpy(), np.ones(8, np.float32))
     np.testing.assert_array_equal(m.asnumpy(), np.zeros(5, np.float32))
     ms.set_context(mode=ms.GRAPH_MODE)

@@ -15,7 +15,7 @@ from mindspore import ops
 from mindspore.ops import functional as F
 
 from ms_optim import quantization
-from ms_optim.functional.adam import _f32, _store
+from ms_optim.functional.adam import _f32, _store, of_tensor
 
 GNORM_SLOTS = 100  # squared gradient norms remembered for percentile clipping
 
@@ -29,13 +29,6 @@ def _step(param, s, grad, lr, gnorm_scale, weight_decay, eps):
     return p - lr * (g / (ops.sqrt(s) + eps)), s
 
 
-def _of(values, i):
-    """Tensor i's value of ``values``: one value for every tensor (shape () or (1,)) or one per tensor (shape (N,))."""
-    if values.size == 1:
-        return values
-    return values[i:i + 1]
-
-
 def adagrad(params, accums, grads, lr, gnorm_scale, weight_decay, eps):
     """One step for the tuples ``params``, ``accums`` (float32 state) and ``grads``; ``lr``, ``gnorm_scale`` and
     ``weight_decay``: float32 of one value (every tensor) or shape (N,) (one per tensor), ``eps`` one value.
@@ -43,7 +36,8 @@ def adagrad(params, accums, grads, lr, gnorm_scale, weight_decay, eps):
     MsOptimAdagrad)."""
     success = True
     for i in range(len(params)):
-        p, s = _step(params[i], accums[i], grads[i], _of(lr, i), _of(gnorm_scale, i), _of(weight_decay, i), eps)
+        p, s = _step(params[i], accums[i], grads[i], of_tensor(lr, i), of_tensor(gnorm_scale, i),
+                     of_tensor(weight_decay, i), eps)
         success = F.depend(success, _store(accums[i], s))
         success = F.depend(success, _store(params[i], p))
     return success
@@ -56,7 +50,8 @@ def adagrad_8bit(params, codes, absmaxes, grads, lr, gnorm_scale, weight_decay, 
     success = True
     for i in range(len(params)):
         s = quantization.ms_dequantize(codes[i], absmaxes[i])
-        p, s = _step(params[i], s, grads[i], _of(lr, i), _of(gnorm_scale, i), _of(weight_decay, i), eps)
+        p, s = _step(params[i], s, grads[i], of_tensor(lr, i), of_tensor(gnorm_scale, i), of_tensor(weight_decay, i),
+                     eps)
         new_code, new_absmax = quantization.ms_quantize(s, ops.shape(absmaxes[i])[0])
         success = F.depend(success, _store(codes[i], new_code))
         success = F.depend(success, F.assign(absmaxes[i], new_absmax))

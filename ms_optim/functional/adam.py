@@ -20,6 +20,7 @@ and handed over as float32, as to the kernel.
 """
 from mindspore import dtype as mstype
 from mindspore import ops
+from mindspore.ops import composite as C
 from mindspore.ops import functional as F
 
 
@@ -182,7 +183,44 @@ def densify(values, indices, dense_shape, dtype):
     return F.cast(dense, dtype)
 
 
-# Entry points with the argument order of the fused kernels (ops/cpu/adam.cc), so either can be called.
+dense_gradient = C.MultitypeFuncGraph("ms_optim_dense_gradient")
+
+
+@dense_gradient.register("Tensor", "Tensor")
+def _dense_as_is(grad, param):
+    return grad
+
+
+@dense_gradient.register("RowTensor", "Tensor")
+def _densified(grad, param):  # non-lazy Adam treats a sparse gradient as its dense tensor (nn.Adam does too)
+    return densify(grad.values, grad.indices, grad.dense_shape, F.dtype(param))
+
+
+_map = C.HyperMap()
+_as_vector = C.MultitypeFuncGraph("ms_optim_as_vector")
+
+
+@_as_vector.register("Tensor")
+def _scalar_as_vector(value):
+    return ops.reshape(value, (1,))
+
+
+def per_tensor_vector(values):
+    """One float32 vector of shape (N,) from a tuple of N scalars (shape () or (1,)): per-tensor values (group
+    learning rates, clipping factors) as a multi-tensor kernel takes them."""
+    return ops.concat(_map(_as_vector, values))
+
+
+def of_tensor(values, i):
+    """Tensor i's value of ``values``: one value for every tensor (shape () or (1,)) or one per tensor (shape (N,)),
+    as the multi-tensor kernels read their per-tensor scalars."""
+    if values.size == 1:
+        return values
+    return values[i:i + 1]
+
+
+# Entry points with the argument order of the single-tensor fused kernels (ops/cpu/adam.cc; the dense ones through
+# a wrapper in ms_optim/adam.py, as MsOptimAdam takes several tensors), so either can be called.
 def adam(param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad):
     return _dense(param, m, v, None, beta1_power, beta2_power, lr, beta1, beta2, eps, grad, False)
 

@@ -55,42 +55,6 @@ int ReadScalars(const AotArgs &a, int first, int count, ScalarInputs *k) {
   return kOk;
 }
 
-bool IsStorageType(DType d) { return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16; }
-constexpr const char *kStorageTypes = "float32, float16 or bfloat16";
-
-// "accum" for one tensor, "accum[3]" for tensor 3 of several: the names of refusals.
-std::string TensorName(const char *name, int t, int count) {
-  return count == 1 ? std::string(name) : std::string(name) + "[" + std::to_string(t) + "]";
-}
-
-// The checks every Adagrad kernel makes of tensor t of `count`, in two parts around its own state-dtype checks:
-// its state tensor (input state_first + t, named `state`) and gradient have the parameter's shape; then the gradient
-// has the parameter's dtype, a storage type.
-struct TensorChecks {
-  const AotArgs &a;
-  int t, count, param, grad;  // param, grad: the first index of each list
-
-  int shapes(int state_first, const char *state) const {
-    const std::string name = TensorName("param", t, count);
-    if (!a.same_shape(state_first + t, param + t)) {
-      return a.reject_shape(state_first + t, TensorName(state, t, count).c_str(), param + t, name.c_str());
-    }
-    if (!a.same_shape(grad + t, param + t)) {
-      return a.reject_shape(grad + t, TensorName("grad", t, count).c_str(), param + t, name.c_str());
-    }
-    return kOk;
-  }
-  int dtypes() const {
-    if (a.dtype(grad + t) != a.dtype(param + t)) {
-      return a.reject_dtype(grad + t, TensorName("grad", t, count).c_str(), a.dtypes[param + t]);
-    }
-    if (!IsStorageType(a.dtype(param + t))) {
-      return a.reject_dtype(param + t, TensorName("param", t, count).c_str(), kStorageTypes);
-    }
-    return kOk;
-  }
-};
-
 // ---- 32-bit state
 
 template <typename P>

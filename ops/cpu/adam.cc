@@ -40,19 +40,31 @@ constexpr int BeliefRule(int step, int decay) { return 1 + 3 * step + decay; }
 constexpr int StepOf(int rule) { return (rule - 1) / 3; }
 constexpr int DecayOf(int rule) { return (rule - 1) % 3; }
 
-// Inputs b1p, b2p, lr, beta1, beta2, eps start at `first`; all must be float32 scalars.
-int ReadAdamScalars(const AotArgs &a, int first, AdamScalars *s) {
+// Adam's step size lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t).
+inline float AdamStepSize(float lr, float beta1_power, float beta2_power) {
+  return lr * std::sqrt(1.0f - beta2_power) / (1.0f - beta1_power);
+}
+
+// Inputs b1p, b2p, lr, beta1, beta2, eps start at `first`; all must be float32 scalars, but lr may also hold
+// `tensors` values (one per tensor of a multi-tensor call; lr_t is then that of the first).
+int ReadAdamScalars(const AotArgs &a, int first, AdamScalars *s, int tensors = 1) {
   static const char *const names[] = {"beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps"};
   for (int i = first; i < first + 6; ++i) {
-    if (!a.is_f32_scalar(i)) return a.reject_scalar(i, names[i - first]);
+    if (i == first + 2 && tensors > 1) {
+      if (a.dtype(i) != DType::kF32 || (a.numel(i) != 1 && a.numel(i) != tensors)) {
+        return Reject(kBadScalar, "'lr' must be a float32 tensor of 1 or %d values (one per tensor), but has dtype "
+                      "%s and shape %s", tensors, a.dtypes[i], a.shape_str(i).c_str());
+      }
+    } else if (!a.is_f32_scalar(i)) {
+      return a.reject_scalar(i, names[i - first]);
+    }
   }
-  const float beta1_power = a.scalar(first), beta2_power = a.scalar(first + 1), lr = a.scalar(first + 2);
   s->beta1 = a.scalar(first + 3);
   s->beta2 = a.scalar(first + 4);
   s->eps = a.scalar(first + 5);
   s->one_minus_beta1 = 1.0f - s->beta1;
   s->one_minus_beta2 = 1.0f - s->beta2;
-  s->lr_t = lr * std::sqrt(1.0f - beta2_power) / (1.0f - beta1_power);
+  s->lr_t = AdamStepSize(a.scalar(first + 2), a.scalar(first), a.scalar(first + 1));
   return kOk;
 }
 
@@ -220,8 +232,8 @@ int WithRule(int rule, Fn &&fn) {
   }
 }
 
-// Layouts of the kernel arguments (inputs, then the single output):
-//   Adam in place: param, m, v, [vhat], beta1_power, beta2_power, lr, beta1, beta2, eps, grad -> flag (float32, 1)
+// One tensor per call (dense Adam in place takes several: AdamTensorsKernel below). Layouts of the kernel
+// arguments (inputs, then the single output):
 //   Adam delta   : m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad -> delta (shape and dtype of grad)
 //   AdaBelief    : param, m, s, [s_max], lr, bc1, bc2, r, hyper, grad -> flag (float32, 1)
 template <bool kBelief, bool kNesterov, bool kAmsgrad, bool kDelta>
@@ -277,6 +289,68 @@ int AdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, const ch
       return static_cast<int>(kOk);
     });
   });
+}
+
+// Dense Adam for N >= 1 tensors (all the parameters of a step, in one call):
+//   param[N], m[N], v[N], [vhat[N]], grad[N], beta1_power, beta2_power, lr, beta1, beta2, eps -> flag (float32, 1)
+// lr: 1 value (every tensor) or N (one per tensor: group learning rates); lr_t is computed per tensor as
+// ReadAdamScalars computes it, so one call gives the bits of N single calls. Per tensor, m, v (and vhat) share one
+// storage type and param and grad another; every input is checked before anything is written.
+template <bool kNesterov, bool kAmsgrad>
+int AdamTensorsKernel(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  const AotArgs a{nparam, params, ndims, shapes, dtypes};
+  constexpr int kLists = kAmsgrad ? 5 : 4;
+  const int count = ListCount(nparam, kLists, 7);
+  if (count < 0) return kBadArgCount;
+  const int kParam = 0, kM = count, kV = 2 * count, kVhat = 3 * count, kGrad = (kLists - 1) * count;
+  const int kScalars = kLists * count, kLr = kScalars + 2, kOut = kScalars + 6;  // kScalars: beta1_power
+  std::vector<int64_t> sizes(count);
+  for (int t = 0; t < count; ++t) {
+    const TensorChecks check{a, t, count, kParam, kGrad};
+    if (int st = check.shapes(kM, "m"); st != kOk) return st;
+    if (int st = check.shapes(kV, "v"); st != kOk) return st;
+    if (int st = kAmsgrad ? check.shapes(kVhat, "vhat") : kOk; st != kOk) return st;
+    const DType state_t = a.dtype(kM + t);
+    if (!IsStorageType(state_t)) return a.reject_dtype(kM + t, TensorName("m", t, count).c_str(), kStorageTypes);
+    if (a.dtype(kV + t) != state_t) {
+      return a.reject_dtype(kV + t, TensorName("v", t, count).c_str(), dtypes[kM + t]);
+    }
+    if (kAmsgrad && a.dtype(kVhat + t) != state_t) {
+      return a.reject_dtype(kVhat + t, TensorName("vhat", t, count).c_str(), dtypes[kM + t]);
+    }
+    if (int st = check.dtypes(); st != kOk) return st;
+    sizes[t] = a.numel(kParam + t);
+  }
+  AdamScalars first;
+  if (int st = ReadAdamScalars(a, kScalars, &first, count); st != kOk) return st;
+  const int64_t lr_count = a.numel(kLr);  // 1, or one learning rate per tensor
+  const float *lr = static_cast<const float *>(params[kLr]);
+  std::vector<AdamScalars> scalars(lr_count, first);
+  for (int64_t t = 1; t < lr_count; ++t) {
+    scalars[t].lr_t = AdamStepSize(lr[t], a.scalar(kScalars), a.scalar(kScalars + 1));
+  }
+  *static_cast<float *>(params[kOut]) = 1.0f;  // flag output; the work is the side effect
+  ParallelForTensors(count, sizes.data(), [&](int t, int64_t b, int64_t e) {
+    const AdamScalars &s = scalars[lr_count == 1 ? 0 : t];
+    void *vhat = kAmsgrad ? params[kVhat + t] : nullptr;
+    DispatchFloatPair(a.dtype(kParam + t), a.dtype(kM + t), [&](auto param_tag, auto state_tag) {
+      using P = decltype(param_tag);
+      using S = decltype(state_tag);
+      if constexpr (std::is_same_v<P, float> && std::is_same_v<S, float>) {
+        AdamF32Range<kAdamRule, kNesterov, kAmsgrad, false>(
+            b, e, static_cast<float *>(params[kParam + t]), static_cast<float *>(params[kM + t]),
+            static_cast<float *>(params[kV + t]), static_cast<float *>(vhat),
+            static_cast<const float *>(params[kGrad + t]), nullptr, s);
+      } else {
+        AdamRange<kAdamRule, kNesterov, kAmsgrad, false>(
+            b, e, static_cast<P *>(params[kParam + t]), static_cast<S *>(params[kM + t]),
+            static_cast<S *>(params[kV + t]), static_cast<S *>(vhat), static_cast<const P *>(params[kGrad + t]),
+            static_cast<P *>(nullptr), s);
+      }
+      return static_cast<int>(kOk);
+    });
+  });
+  return kOk;
 }
 
 // Element k of an int32 (`i32`) or int64 index tensor.
@@ -390,9 +464,9 @@ int LazyAdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, cons
 }  // namespace ms_optim
 
 MS_OPTIM_EXPORT_LAST_ERROR()
-MS_OPTIM_EXPORT_KERNEL(MsOptimAdam, AdamKernel<false, false, false, false>)
-MS_OPTIM_EXPORT_KERNEL(MsOptimAdamNesterov, AdamKernel<false, true, false, false>)
-MS_OPTIM_EXPORT_KERNEL(MsOptimAdamAmsgrad, AdamKernel<false, false, true, false>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdam, AdamTensorsKernel<false, false>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdamNesterov, AdamTensorsKernel<true, false>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdamAmsgrad, AdamTensorsKernel<false, true>)
 MS_OPTIM_EXPORT_KERNEL(MsOptimAdamDelta, AdamKernel<false, false, false, true>)
 MS_OPTIM_EXPORT_KERNEL(MsOptimAdamNesterovDelta, AdamKernel<false, true, false, true>)
 MS_OPTIM_EXPORT_KERNEL(MsOptimLazyAdam, LazyAdamKernel<false>)
