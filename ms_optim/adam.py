@@ -137,7 +137,9 @@ def _amsgrad_of_all(op):
 class Adam(nn.Optimizer):
     r"""
     Adaptive Moment Estimation (Adam), a drop-in for :class:`mindspore.nn.Adam` whose per-element update runs in
-    one fused kernel (parameter and all its state in a single pass over memory) where the device target has one.
+    a fused kernel (parameter and all its state in a single pass over memory) where the device target has one:
+    one kernel call per step for all the parameters (with `use_lazy`, and for the offloaded increment on
+    accelerator targets, one per parameter).
 
     .. math::
         \begin{array}{l}
