@@ -20,6 +20,8 @@ _LR_DEFAULT = 1e-3  # identity of these defaults tells "not given" from "given" 
 _BETAS_DEFAULT = (0.9, 0.999)
 
 
+# The reference path: one call per parameter (as for Adam's, see ms_optim/adam.py). The fused path updates every
+# parameter in one kernel call (construct).
 @_adabelief_opt.register("String", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
                          "Tensor")
 def _dense_grad(key, bc1, bc2, r, lr, hyper, grad, param, m, v):
@@ -29,8 +31,8 @@ def _dense_grad(key, bc1, bc2, r, lr, hyper, grad, param, m, v):
 @_adabelief_opt.register("String", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "RowTensor", "Tensor",
                          "Tensor", "Tensor")
 def _sparse_grad(key, bc1, bc2, r, lr, hyper, grad, param, m, v):
-    dense = reference.densify(grad.values, grad.indices, grad.dense_shape, F.dtype(param))
-    return F.depend(True, UPDATE_FNS[key][0](param, m, v, lr, bc1, bc2, r, hyper, dense))
+    return F.depend(True, UPDATE_FNS[key][0](param, m, v, lr, bc1, bc2, r, hyper,
+                                             reference.dense_gradient(grad, param)))
 
 
 @_adabelief_opt.register("String", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
@@ -42,17 +44,25 @@ def _dense_grad_amsgrad(key, bc1, bc2, r, lr, hyper, grad, param, m, v, vmax):
 @_adabelief_opt.register("String", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "RowTensor", "Tensor",
                          "Tensor", "Tensor", "Tensor")
 def _sparse_grad_amsgrad(key, bc1, bc2, r, lr, hyper, grad, param, m, v, vmax):
-    dense = reference.densify(grad.values, grad.indices, grad.dense_shape, F.dtype(param))
-    return F.depend(True, UPDATE_FNS[key][0](param, m, v, vmax, lr, bc1, bc2, r, hyper, dense))
+    return F.depend(True, UPDATE_FNS[key][0](param, m, v, vmax, lr, bc1, bc2, r, hyper,
+                                             reference.dense_gradient(grad, param)))
 
 
-def _select_update_fns(impl, amsgrad):
-    """(update,): the fused AdaBelief kernel of the Adam family or the reference function (same signature)."""
+def _select_update_fns(impl, amsgrad, count):
+    """(update of one parameter, update of all ``count`` parameters in one call): the reference function (one
+    parameter; None for all) or the fused AdaBelief kernel of the Adam family (None for one)."""
     if impl == "reference":
-        return (reference.adabelief_amsgrad if amsgrad else reference.adabelief,)
+        return (reference.adabelief_amsgrad if amsgrad else reference.adabelief, None)
     state = ("param", "m", "v", "vhat") if amsgrad else ("param", "m", "v")
-    return (kernels.inplace_kernel("adam", "MsOptimAdaBeliefAmsgrad" if amsgrad else "MsOptimAdaBelief", state,
-                                   ("lr", "bc1", "bc2", "r", "hyper", "grad")),)
+    op = kernels.multi_tensor_kernel("adam", "MsOptimAdaBeliefAmsgrad" if amsgrad else "MsOptimAdaBelief", state,
+                                     ("grad",), ("lr", "bc1", "bc2", "r", "hyper"), count)
+    if amsgrad:
+        def update(params, m, v, vmax, grads, lr, bc1, bc2, r, hyper):
+            return op(*params, *m, *v, *vmax, *grads, lr, bc1, bc2, r, hyper)
+    else:
+        def update(params, m, v, grads, lr, bc1, bc2, r, hyper):
+            return op(*params, *m, *v, *grads, lr, bc1, bc2, r, hyper)
+    return (None, update)
 
 
 def _check_number(name, arg, value):
@@ -89,7 +99,8 @@ class AdaBelief(nn.Optimizer):
     r"""
     AdaBelief (`Adapting Stepsizes by the Belief in Observed Gradients <https://arxiv.org/abs/2010.07468>`_), as
     `labml_nn.optimizers.ada_belief.AdaBelief` documents it: RAdam's rectification, optional AMSGrad and SGD
-    fallback, and labml's three weight-decay modes. It runs as a rule of the fused Adam kernel on the CPU.
+    fallback, and labml's three weight-decay modes. It runs as a rule of the fused Adam kernel on the CPU, one
+    kernel call per step for all the parameters.
 
     At step :math:`t` (from 1), with :math:`\eta_t` the current learning rate and :math:`\lambda` the weight decay:
 
@@ -241,12 +252,15 @@ class AdaBelief(nn.Optimizer):
         decay_mode = (reference.DECAY_COUPLED if not weight_decouple else
                       reference.DECAY_ABSOLUTE if absolute else reference.DECAY_DECOUPLED)
         # One hyper tensor per parameter (its group's weight decay); 1 - beta in float64, rounded once.
-        self.hyper = tuple(
-            Tensor([1.0 - beta1, 1.0 - beta2, float(eps), wd, decay_mode, float(optimized_update),
-                    float(degenerate_to_sgd)], mstype.float32)
-            for wd in check.weight_decay_per_param(params, self._parameters, weight_decay))
-        self._update_key = kernels.register_update_fns(f"adabelief-{resolved_impl}-amsgrad{amsgrad}",
-                                                       lambda: _select_update_fns(resolved_impl, amsgrad))
+        hyper = [np.array([1.0 - beta1, 1.0 - beta2, float(eps), wd, decay_mode, float(optimized_update),
+                           float(degenerate_to_sgd)], np.float32)
+                 for wd in check.weight_decay_per_param(params, self._parameters, weight_decay)]
+        self.hyper = tuple(Tensor(h) for h in hyper)
+        self._hyper_all = Tensor(np.concatenate(hyper))  # the one kernel call's: 7 values per parameter
+        count = len(self._parameters)
+        self._update_key = kernels.register_update_fns(f"adabelief-{resolved_impl}-amsgrad{amsgrad}-count{count}",
+                                                       lambda: _select_update_fns(resolved_impl, amsgrad, count))
+        self._one_call = resolved_impl == "fused"
 
     @staticmethod
     def _resolve_betas(name, betas, beta1, beta2):
@@ -294,8 +308,17 @@ class AdaBelief(nn.Optimizer):
         # computed here once, in float64, for all parameters.
         bc1, bc2, r = reference.adabelief_step_scalars(self.global_step, self._beta1_f64, self._beta2_f64,
                                                        self._rho_inf, self.rectify)
-        # Spelled out per case (no replicated learning-rate tuple, no unpacked state tuple), see Adam.construct.
         key, m, v = self._update_key, self.exp_avg, self.exp_avg_var
+        if self._one_call:  # every parameter in one kernel call, as Adam's (docs/adam.md, "Kernels")
+            gradients = self.map_(reference.dense_gradient, gradients, self._parameters)
+            if self.is_group_lr:
+                lr = reference.per_tensor_vector(lr)
+            if self.amsgrad:
+                return F.depend(True, UPDATE_FNS[key][1](self._parameters, m, v, self.max_exp_avg_var, gradients, lr,
+                                                         bc1, bc2, r, self._hyper_all))
+            return F.depend(True, UPDATE_FNS[key][1](self._parameters, m, v, gradients, lr, bc1, bc2, r,
+                                                     self._hyper_all))
+        # Spelled out per case (no replicated learning-rate tuple, no unpacked state tuple), see Adam.construct.
         if self.amsgrad:
             if self.is_group_lr:
                 return self.map_(F.partial(_adabelief_opt, key, bc1, bc2, r), lr, self.hyper, gradients,

@@ -30,9 +30,9 @@ Method, all in one run:
    read after every step (``asnumpy()`` of a parameter, used before) added 0.12 - 0.3 ms of MindSpore's
    synchronization per step that torch's step does not pay (the same for a 1-element parameter). The "b2b"
    column is the guard: ``--steps`` calls back to back, then that read, a throughput no early return can hide.
-   Then the same Adam pairs on the parameter shapes of the main job's quick model (30 tensors, 430,178
-   elements), where MindSpore's cost per kernel launch, not memory, sets the pace (ms_optim.Adam: one kernel
-   call per step; nn.Adam: one per parameter); no bound there.
+   Then the same Adam pairs and ms_optim.AdaBelief on the parameter shapes of the main job's quick model (30
+   tensors, 430,178 elements), where MindSpore's cost per kernel launch, not memory, sets the pace (ms_optim:
+   one kernel call per step; nn.Adam: one per parameter); no bound there.
 3. Bound: ``28 B/element`` for dense Adam (read param, m, v, grad; write param, m, v) and ``36 B/element``
    with amsgrad (plus vhat read and written), at each round's probe bandwidth (0.).
 4. Compile time of the first step of ``nn.TrainOneStepCell`` on a 100-layer ``nn.SequentialCell`` of small
@@ -240,9 +240,10 @@ def bench_steps(args, ms):
 
 def bench_adam_model_shapes(args):
     """(tensors, elements, {name: (median step seconds, back-to-back seconds per step)}) for ms_optim.Adam and
-    nn.Adam (plain and amsgrad) on the parameter shapes of the main job's quick model (many small tensors), timed
-    round-robin as in bench_steps. There a step is mostly MindSpore's cost per kernel launch, not memory traffic:
-    ms_optim.Adam updates every parameter in one kernel call, nn.Adam launches one kernel per parameter."""
+    nn.Adam (plain and amsgrad) and ms_optim.AdaBelief on the parameter shapes of the main job's quick model (many
+    small tensors), timed round-robin as in bench_steps. There a step is mostly MindSpore's cost per kernel launch,
+    not memory traffic: ms_optim's optimizers update every parameter in one kernel call, nn.Adam launches one
+    kernel per parameter."""
     import numpy as np
     from mindspore import Parameter, Tensor, nn
 
@@ -255,6 +256,7 @@ def bench_adam_model_shapes(args):
         ("nn.Adam", lambda p: nn.Adam(p, learning_rate=1e-3)),
         ("ms_optim.Adam amsgrad", lambda p: ms_optim.Adam(p, learning_rate=1e-3, use_amsgrad=True)),
         ("nn.Adam amsgrad", lambda p: nn.Adam(p, learning_rate=1e-3, use_amsgrad=True)),
+        ("ms_optim.AdaBelief", lambda p: ms_optim.AdaBelief(p, lr=1e-3, rectify=False)),
     )
     rng = np.random.default_rng(2)
     init = [rng.standard_normal(s).astype(np.float32) * 0.1 for s in shapes]
@@ -739,10 +741,11 @@ def main(argv=None):
         print(f"Adam on a model's many small tensors: the parameter shapes of the main job's quick model "
               f"({tensors} tensors, {elements} float32 elements); median of "
               f"{args.steps} steps after {args.warmup} warm-up, interleaved (MindSpore's cost per kernel launch, not "
-              f"memory, sets the pace: ms_optim.Adam is one kernel call per step, nn.Adam one per parameter)")
+              f"memory, sets the pace: ms_optim's Adam and AdaBelief (rectify=False) are one kernel call per step, "
+              f"nn.Adam one per parameter)")
         print(f"  {'optimizer':<24}{'step ms':>9}{'b2b ms':>9}{'vs nn.Adam':>12}")
         for name, (t, batch) in small.items():
-            ref = "nn.Adam amsgrad" if "amsgrad" in name else "nn.Adam"
+            ref = "nn.Adam amsgrad" if "amsgrad" in name else "nn.Adam"  # AdaBelief: against plain Adam
             print(f"  {name:<24}{t * 1e3:>9.3f}{batch * 1e3:>9.3f}{t / small[ref][0]:>11.2f}x")
 
     came = None

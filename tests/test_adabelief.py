@@ -2,7 +2,9 @@
 regimes, the fused kernel against the reference path on the parameter and every state, parity with labml's own
 AdaBelief (flags set where they are meant to land), fp16 parameters with eps = 1e-16, the documented errors in both
 modes, the aliases, and Model.train."""
+import ctypes
 import math
+import os
 import sys
 
 import numpy as np
@@ -209,6 +211,77 @@ def test_fused_matches_reference(case):
     for name in ref:
         np.testing.assert_array_equal(fused[name], ref[name], err_msg=f"{case}: {name}")
     assert not np.array_equal(fused["w3"], _initial((33, 65))), "the parameters did not move"
+
+
+@pytest.mark.parametrize("amsgrad", [False, True], ids=["plain", "amsgrad"])
+def test_one_call_with_mixed_rules_dtypes_and_groups_matches_reference(mode, amsgrad):
+    """The fused path updates every parameter in one kernel call: float32 and float16 parameters, a group without
+    weight decay next to one with decoupled decay (two rules of the kernel in one call), group learning rates,
+    SGD steps then adaptive ones give the reference path's bits (one call per parameter) on every tensor."""
+    shapes, dtypes = [(33, 65), (4097,), (7,), (3, 5, 7)], [ms.float32, ms.float16, ms.float16, ms.float32]
+    results = {}
+    for impl in ("fused", "reference"):
+        params = [Parameter(ops.cast(Tensor(_initial(s)), d), name=f"w{i}")
+                  for i, (s, d) in enumerate(zip(shapes, dtypes))]
+        groups = [{"params": [params[0], params[2]], "lr": 0.02, "weight_decay": 0.0}, {"params": params[1::2]}]
+        opt = ms_optim.AdaBelief(groups, lr=0.01, weight_decay=0.1, amsgrad=amsgrad, impl=impl)
+        assert opt._one_call == (impl == "fused")  # pylint: disable=protected-access
+        order = [int(p.name[1:]) for p in opt.parameters]  # the groups' order: the gradients follow it
+        rng = np.random.default_rng(6)
+        for _ in range(8):  # steps 1 - 5 SGD (rectification intractable), then adaptive
+            grads = [ops.cast(Tensor(g), d) for g, d in zip(_grads(rng, shapes), dtypes)]
+            opt(tuple(grads[i] for i in order))
+        results[impl] = _state(opt)
+    assert results["fused"].keys() == results["reference"].keys()
+    for name, value in results["reference"].items():
+        np.testing.assert_array_equal(results["fused"][name], value, err_msg=name)
+
+
+def test_multi_tensor_kernel_through_ctypes():
+    """MsOptimAdaBelief for N tensors in one call = N calls of one (bit for bit), each tensor with its own learning
+    rate and hyper tensor (decay modes and weight decays that select different rules), in the adaptive, SGD and
+    keep regimes; a hyper or lr of the wrong length is refused before anything (the flag included) is written."""
+    from ms_optim.kernels import _build
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _kernel_abi import call
+    lib = ctypes.CDLL(_build.locate_library("adam"))
+    lib.MsOptimLastError.restype = ctypes.c_char_p
+    rng = np.random.default_rng(8)
+    sizes, f32 = [4099, 1, 0, 70001], (lambda *x: np.array(x, np.float32))
+    # (1 - beta1, 1 - beta2, eps, weight_decay, decay_mode, optimized_update, degenerate_to_sgd) per tensor
+    hyper = np.concatenate([f32(0.1, 0.001, 1e-16, 0.1, 0, 0, 1), f32(0.1, 0.001, 1e-16, 0.0, 1, 1, 1),
+                            f32(0.2, 0.01, 1e-8, 0.01, 2, 0, 0), f32(0.1, 0.001, 1e-16, 0.05, 1, 0, 0)])
+    lrs, bc1, bc2 = f32(0.01, 0.02, 0.03, 0.004), f32(0.3), f32(0.01)
+
+    def tensors():
+        return [[rng.standard_normal(n).astype(np.float32) for n in sizes],
+                *[[np.abs(rng.standard_normal(n)).astype(np.float32) * 0.01 for n in sizes] for _ in range(2)],
+                [rng.standard_normal(n).astype(np.float32) for n in sizes]]
+
+    for r in (f32(1.3), f32(0.0)):  # adaptive; then intractable: SGD (tensors 0, 1) or keep (2, 3)
+        lists = tensors()
+        one = [[x.copy() for x in group] for group in lists]
+        flag = np.zeros(1, np.float32)
+        assert call(lib, "MsOptimAdaBelief", [x for g in lists for x in g] + [lrs, bc1, bc2, r, hyper, flag]) == 0
+        for t in range(len(sizes)):
+            assert call(lib, "MsOptimAdaBelief", [g[t] for g in one] + [lrs[t:t + 1], bc1, bc2, r,
+                                                                         hyper[7 * t:7 * t + 7], f32(0)]) == 0
+        for got, want in zip(lists, one):
+            for a, b in zip(got, want):
+                assert a.tobytes() == b.tobytes()
+    lists = tensors()
+    before = [[x.copy() for x in group] for group in lists]
+    flag = np.zeros(1, np.float32)
+    assert call(lib, "MsOptimAdaBelief", [x for g in lists for x in g] + [lrs, bc1, bc2, f32(1), hyper[:-1],
+                                                                         flag]) == 4
+    assert "'hyper' must be 7 float32 values (or 7 per tensor of a call of 4)" in lib.MsOptimLastError().decode()
+    assert call(lib, "MsOptimAdaBelief", [x for g in lists for x in g] + [lrs[:3], bc1, bc2, f32(1), hyper,
+                                                                         flag]) == 4
+    assert "'lr' must be a float32 tensor of 1 or 4 values (one per tensor)" in lib.MsOptimLastError().decode()
+    assert flag.tolist() == [0.0]
+    for got, want in zip(lists, before):
+        for a, b in zip(got, want):
+            assert a.tobytes() == b.tobytes(), "wrote before refusing"
 
 
 @pytest.mark.parametrize("case", ["keep_absolute_wd", "amsgrad_coupled_wd"])
@@ -423,14 +496,14 @@ def test_kernel_refuses_a_bad_hyper_tensor():
     nothing is written."""
     from ms_optim import kernels
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    op = kernels.inplace_kernel("adam", "MsOptimAdaBelief", ("param", "m", "v"),
-                                ("lr", "bc1", "bc2", "r", "hyper", "grad"))
+    op = kernels.multi_tensor_kernel("adam", "MsOptimAdaBelief", ("param", "m", "v"), ("grad",),
+                                     ("lr", "bc1", "bc2", "r", "hyper"), 1)
     param = Parameter(Tensor(np.ones(8, np.float32)), name="p")
     m = Parameter(Tensor(np.zeros(8, np.float32)), name="m")
     v = Parameter(Tensor(np.zeros(8, np.float32)), name="v")
     scalars = [Tensor(x, ms.float32) for x in (0.01, 0.1, 0.001, 1.0)]
     with pytest.raises(RuntimeError, match="'hyper' must be 7 float32 values"):
-        op(param, m, v, *scalars, Tensor(np.zeros(6, np.float32)), Tensor(np.ones(8, np.float32))).asnumpy()
+        op(param, m, v, Tensor(np.ones(8, np.float32)), *scalars, Tensor(np.zeros(6, np.float32))).asnumpy()
     np.testing.assert_array_equal(param.asnumpy(), np.ones(8, np.float32))
     assert not m.asnumpy().any() and not v.asnumpy().any()
     ms.set_context(mode=ms.GRAPH_MODE)

@@ -46,8 +46,8 @@ inline float AdamStepSize(float lr, float beta1_power, float beta2_power) {
 }
 
 // Inputs b1p, b2p, lr, beta1, beta2, eps start at `first`; all must be float32 scalars, but lr may also hold
-// `tensors` values (one per tensor of a multi-tensor call; lr_t is then that of the first).
-int ReadAdamScalars(const AotArgs &a, int first, AdamScalars *s, int tensors = 1) {
+// `tensors` values (one per tensor of a multi-tensor call); `t` picks the tensor whose lr_t is computed.
+int ReadAdamScalars(const AotArgs &a, int first, AdamScalars *s, int tensors = 1, int t = 0) {
   static const char *const names[] = {"beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps"};
   for (int i = first; i < first + 6; ++i) {
     if (i == first + 2 && tensors > 1) {
@@ -64,7 +64,8 @@ int ReadAdamScalars(const AotArgs &a, int first, AdamScalars *s, int tensors = 1
   s->eps = a.scalar(first + 5);
   s->one_minus_beta1 = 1.0f - s->beta1;
   s->one_minus_beta2 = 1.0f - s->beta2;
-  s->lr_t = AdamStepSize(a.scalar(first + 2), a.scalar(first), a.scalar(first + 1));
+  const float *lr = static_cast<const float *>(a.params[first + 2]);
+  s->lr_t = AdamStepSize(lr[a.numel(first + 2) == 1 ? 0 : t], a.scalar(first), a.scalar(first + 1));
   return kOk;
 }
 
@@ -75,18 +76,30 @@ int ReadAdamScalars(const AotArgs &a, int first, AdamScalars *s, int tensors = 1
 // decay_mode: 0 coupled (g += wd p), 1 decoupled (p *= 1 - lr wd), 2 absolute (p *= 1 - wd).
 constexpr int kBeliefHyperSize = 7;
 
-int ReadAdaBeliefScalars(const AotArgs &a, int first, AdamScalars *s) {
+// lr may hold `tensors` values and hyper `tensors` x 7 (one per tensor of a multi-tensor call); `t` picks the
+// tensor whose scalars are computed (its own values, or the only ones).
+int ReadAdaBeliefScalars(const AotArgs &a, int first, AdamScalars *s, int tensors = 1, int t = 0) {
   static const char *const names[] = {"lr", "bc1", "bc2", "r"};
-  for (int i = first; i < first + 4; ++i) {
+  const int64_t lr_values = a.numel(first);
+  if (a.dtype(first) != DType::kF32 || (lr_values != 1 && lr_values != tensors)) {
+    return tensors == 1 ? a.reject_scalar(first, "lr")
+                        : Reject(kBadScalar, "'lr' must be a float32 tensor of 1 or %d values (one per tensor), but "
+                                 "has dtype %s and shape %s", tensors, a.dtypes[first], a.shape_str(first).c_str());
+  }
+  for (int i = first + 1; i < first + 4; ++i) {
     if (!a.is_f32_scalar(i)) return a.reject_scalar(i, names[i - first]);
   }
   const int hyper_i = first + 4;
-  if (a.dtype(hyper_i) != DType::kF32 || a.numel(hyper_i) != kBeliefHyperSize) {
-    return Reject(kBadScalar, "'hyper' must be %d float32 values, but has dtype %s and shape %s", kBeliefHyperSize,
-                  a.dtypes[hyper_i], a.shape_str(hyper_i).c_str());
+  const int64_t hyper_values = a.numel(hyper_i);
+  if (a.dtype(hyper_i) != DType::kF32 ||
+      (hyper_values != kBeliefHyperSize && hyper_values != int64_t{kBeliefHyperSize} * tensors)) {
+    return Reject(kBadScalar, "'hyper' must be %d float32 values (or %d per tensor of a call of %d), but has dtype "
+                  "%s and shape %s", kBeliefHyperSize, kBeliefHyperSize, tensors, a.dtypes[hyper_i],
+                  a.shape_str(hyper_i).c_str());
   }
-  const float *h = static_cast<const float *>(a.params[hyper_i]);
-  const float lr = a.scalar(first), bc1 = a.scalar(first + 1), bc2 = a.scalar(first + 2), r = a.scalar(first + 3);
+  const float *h = static_cast<const float *>(a.params[hyper_i]) + (hyper_values == kBeliefHyperSize ? 0 : kBeliefHyperSize * t);
+  const float lr = static_cast<const float *>(a.params[first])[lr_values == 1 ? 0 : t];
+  const float bc1 = a.scalar(first + 1), bc2 = a.scalar(first + 2), r = a.scalar(first + 3);
   const float wd = h[3], decay_mode = h[4];
   const bool optimized_update = h[5] != 0.0f, degenerate_to_sgd = h[6] != 0.0f;
   s->one_minus_beta1 = h[0];
@@ -232,78 +245,55 @@ int WithRule(int rule, Fn &&fn) {
   }
 }
 
-// One tensor per call (dense Adam in place takes several: AdamTensorsKernel below). Layouts of the kernel
-// arguments (inputs, then the single output):
-//   Adam delta   : m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad -> delta (shape and dtype of grad)
-//   AdaBelief    : param, m, s, [s_max], lr, bc1, bc2, r, hyper, grad -> flag (float32, 1)
-template <bool kBelief, bool kNesterov, bool kAmsgrad, bool kDelta>
-int AdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+// Adam's increment for the offloaded update on accelerator targets, one tensor per call (its output is that
+// tensor's increment; the in-place kernels below take several tensors):
+//   m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad -> delta (shape and dtype of grad)
+template <bool kNesterov>
+int AdamDeltaKernel(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   const AotArgs a{nparam, params, ndims, shapes, dtypes};
-  constexpr int kScalarInputs = kBelief ? 5 : 6;
-  const int param_i = kDelta ? -1 : 0;
-  const int m_i = kDelta ? 0 : 1, v_i = m_i + 1, vhat_i = kAmsgrad ? v_i + 1 : -1;
-  const int scalars_i = (kAmsgrad ? vhat_i : v_i) + 1, grad_i = scalars_i + kScalarInputs, out_i = grad_i + 1;
-  if (nparam != out_i + 1) return RejectArgCount(nparam, out_i + 1);
-
-  // State tensors share the shape of the gradient; parameter and gradient share shape and dtype.
-  const std::pair<int, const char *> tensors[] = {{param_i, "param"}, {m_i, "m"}, {v_i, "v"}, {vhat_i, "vhat"}};
-  for (const auto &[i, name] : tensors) {
-    if (i >= 0 && !a.same_shape(i, grad_i)) return a.reject_shape(i, name, grad_i, "grad");
-  }
-  const DType grad_t = a.dtype(grad_i), state_t = a.dtype(m_i);
-  if (a.dtype(v_i) != state_t) return a.reject_dtype(v_i, "v", dtypes[m_i]);
-  if (kAmsgrad && a.dtype(vhat_i) != state_t) return a.reject_dtype(vhat_i, "vhat", dtypes[m_i]);
-  if (kDelta) {
-    if (!a.same_shape(out_i, grad_i)) return a.reject_shape(out_i, "delta", grad_i, "grad");
-    if (a.dtype(out_i) != grad_t) return a.reject_dtype(out_i, "delta", dtypes[grad_i]);
-  } else if (a.dtype(param_i) != grad_t) {
-    return a.reject_dtype(grad_i, "grad", dtypes[param_i]);
-  }
+  constexpr int kM = 0, kV = 1, kScalars = 2, kGrad = 8, kOut = 9;
+  if (nparam != kOut + 1) return RejectArgCount(nparam, kOut + 1);
+  if (!a.same_shape(kM, kGrad)) return a.reject_shape(kM, "m", kGrad, "grad");
+  if (!a.same_shape(kV, kGrad)) return a.reject_shape(kV, "v", kGrad, "grad");
+  const DType grad_t = a.dtype(kGrad), state_t = a.dtype(kM);
+  if (a.dtype(kV) != state_t) return a.reject_dtype(kV, "v", dtypes[kM]);
+  if (!a.same_shape(kOut, kGrad)) return a.reject_shape(kOut, "delta", kGrad, "grad");
+  if (a.dtype(kOut) != grad_t) return a.reject_dtype(kOut, "delta", dtypes[kGrad]);
   AdamScalars s;
-  if (int st = kBelief ? ReadAdaBeliefScalars(a, scalars_i, &s) : ReadAdamScalars(a, scalars_i, &s); st != kOk) {
-    return st;
-  }
-
-  const int64_t n = a.numel(grad_i);
-  void *param = kDelta ? nullptr : params[param_i];
-  void *vhat = kAmsgrad ? params[vhat_i] : nullptr;
-  void *delta = kDelta ? params[out_i] : nullptr;
-  if (!kDelta) *static_cast<float *>(params[out_i]) = 1.0f;  // flag output; the work is the side effect
+  if (int st = ReadAdamScalars(a, kScalars, &s); st != kOk) return st;
   return DispatchFloatPair(grad_t, state_t, [&](auto grad_tag, auto state_tag) {
     using P = decltype(grad_tag);
     using S = decltype(state_tag);
-    return WithRule<kBelief>(s.rule, [&](auto rule_tag) {
-      constexpr int kRule = decltype(rule_tag)::value;
-      ParallelFor(n, [&](int64_t b, int64_t e) {
-        if constexpr (std::is_same_v<P, float> && std::is_same_v<S, float>) {
-          AdamF32Range<kRule, kNesterov, kAmsgrad, kDelta>(
-              b, e, static_cast<float *>(param), static_cast<float *>(params[m_i]),
-              static_cast<float *>(params[v_i]), static_cast<float *>(vhat),
-              static_cast<const float *>(params[grad_i]), static_cast<float *>(delta), s);
-        } else {
-          AdamRange<kRule, kNesterov, kAmsgrad, kDelta>(
-              b, e, static_cast<P *>(param), static_cast<S *>(params[m_i]), static_cast<S *>(params[v_i]),
-              static_cast<S *>(vhat), static_cast<const P *>(params[grad_i]), static_cast<P *>(delta), s);
-        }
-      });
-      return static_cast<int>(kOk);
+    ParallelFor(a.numel(kGrad), [&](int64_t b, int64_t e) {
+      if constexpr (std::is_same_v<P, float> && std::is_same_v<S, float>) {
+        AdamF32Range<kAdamRule, kNesterov, false, true>(
+            b, e, nullptr, static_cast<float *>(params[kM]), static_cast<float *>(params[kV]), nullptr,
+            static_cast<const float *>(params[kGrad]), static_cast<float *>(params[kOut]), s);
+      } else {
+        AdamRange<kAdamRule, kNesterov, false, true>(
+            b, e, static_cast<P *>(nullptr), static_cast<S *>(params[kM]), static_cast<S *>(params[kV]),
+            static_cast<S *>(nullptr), static_cast<const P *>(params[kGrad]), static_cast<P *>(params[kOut]), s);
+      }
     });
+    return static_cast<int>(kOk);
   });
 }
 
-// Dense Adam for N >= 1 tensors (all the parameters of a step, in one call):
-//   param[N], m[N], v[N], [vhat[N]], grad[N], beta1_power, beta2_power, lr, beta1, beta2, eps -> flag (float32, 1)
-// lr: 1 value (every tensor) or N (one per tensor: group learning rates); lr_t is computed per tensor as
-// ReadAdamScalars computes it, so one call gives the bits of N single calls. Per tensor, m, v (and vhat) share one
-// storage type and param and grad another; every input is checked before anything is written.
-template <bool kNesterov, bool kAmsgrad>
+// Adam and AdaBelief in place for N >= 1 tensors (all the parameters of a step, in one call):
+//   Adam     : param[N], m[N], v[N], [vhat[N]], grad[N], beta1_power, beta2_power, lr, beta1, beta2, eps -> flag
+//   AdaBelief: param[N], m[N], s[N], [s_max[N]], grad[N], lr, bc1, bc2, r, hyper -> flag (float32, 1)
+// lr: 1 value (every tensor) or N (one per tensor: group learning rates); hyper: 7 values or 7 per tensor (each
+// parameter's weight decay). Each tensor's scalars (and AdaBelief's rule) are computed as for a call of that one
+// tensor, so one call gives the bits of N single calls. Per tensor, m, v (and vhat) share one storage type and
+// param and grad another; every input is checked before anything is written.
+template <bool kBelief, bool kNesterov, bool kAmsgrad>
 int AdamTensorsKernel(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   const AotArgs a{nparam, params, ndims, shapes, dtypes};
-  constexpr int kLists = kAmsgrad ? 5 : 4;
-  const int count = ListCount(nparam, kLists, 7);
+  constexpr int kLists = kAmsgrad ? 5 : 4, kScalarInputs = kBelief ? 5 : 6;
+  const int count = ListCount(nparam, kLists, kScalarInputs + 1);
   if (count < 0) return kBadArgCount;
   const int kParam = 0, kM = count, kV = 2 * count, kVhat = 3 * count, kGrad = (kLists - 1) * count;
-  const int kScalars = kLists * count, kLr = kScalars + 2, kOut = kScalars + 6;  // kScalars: beta1_power
+  const int kScalars = kLists * count, kOut = kScalars + kScalarInputs;
   std::vector<int64_t> sizes(count);
   for (int t = 0; t < count; ++t) {
     const TensorChecks check{a, t, count, kParam, kGrad};
@@ -321,33 +311,34 @@ int AdamTensorsKernel(int nparam, void **params, int *ndims, int64_t **shapes, c
     if (int st = check.dtypes(); st != kOk) return st;
     sizes[t] = a.numel(kParam + t);
   }
-  AdamScalars first;
-  if (int st = ReadAdamScalars(a, kScalars, &first, count); st != kOk) return st;
-  const int64_t lr_count = a.numel(kLr);  // 1, or one learning rate per tensor
-  const float *lr = static_cast<const float *>(params[kLr]);
-  std::vector<AdamScalars> scalars(lr_count, first);
-  for (int64_t t = 1; t < lr_count; ++t) {
-    scalars[t].lr_t = AdamStepSize(lr[t], a.scalar(kScalars), a.scalar(kScalars + 1));
+  std::vector<AdamScalars> scalars(count);
+  for (int t = 0; t < count; ++t) {
+    const int st = kBelief ? ReadAdaBeliefScalars(a, kScalars, &scalars[t], count, t)
+                           : ReadAdamScalars(a, kScalars, &scalars[t], count, t);
+    if (st != kOk) return st;
   }
   *static_cast<float *>(params[kOut]) = 1.0f;  // flag output; the work is the side effect
   ParallelForTensors(count, sizes.data(), [&](int t, int64_t b, int64_t e) {
-    const AdamScalars &s = scalars[lr_count == 1 ? 0 : t];
+    const AdamScalars &s = scalars[t];
     void *vhat = kAmsgrad ? params[kVhat + t] : nullptr;
     DispatchFloatPair(a.dtype(kParam + t), a.dtype(kM + t), [&](auto param_tag, auto state_tag) {
       using P = decltype(param_tag);
       using S = decltype(state_tag);
-      if constexpr (std::is_same_v<P, float> && std::is_same_v<S, float>) {
-        AdamF32Range<kAdamRule, kNesterov, kAmsgrad, false>(
-            b, e, static_cast<float *>(params[kParam + t]), static_cast<float *>(params[kM + t]),
-            static_cast<float *>(params[kV + t]), static_cast<float *>(vhat),
-            static_cast<const float *>(params[kGrad + t]), nullptr, s);
-      } else {
-        AdamRange<kAdamRule, kNesterov, kAmsgrad, false>(
-            b, e, static_cast<P *>(params[kParam + t]), static_cast<S *>(params[kM + t]),
-            static_cast<S *>(params[kV + t]), static_cast<S *>(vhat), static_cast<const P *>(params[kGrad + t]),
-            static_cast<P *>(nullptr), s);
-      }
-      return static_cast<int>(kOk);
+      return WithRule<kBelief>(s.rule, [&](auto rule_tag) {
+        constexpr int kRule = decltype(rule_tag)::value;
+        if constexpr (std::is_same_v<P, float> && std::is_same_v<S, float>) {
+          AdamF32Range<kRule, kNesterov, kAmsgrad, false>(
+              b, e, static_cast<float *>(params[kParam + t]), static_cast<float *>(params[kM + t]),
+              static_cast<float *>(params[kV + t]), static_cast<float *>(vhat),
+              static_cast<const float *>(params[kGrad + t]), nullptr, s);
+        } else {
+          AdamRange<kRule, kNesterov, kAmsgrad, false>(
+              b, e, static_cast<P *>(params[kParam + t]), static_cast<S *>(params[kM + t]),
+              static_cast<S *>(params[kV + t]), static_cast<S *>(vhat), static_cast<const P *>(params[kGrad + t]),
+              static_cast<P *>(nullptr), s);
+        }
+        return static_cast<int>(kOk);
+      });
     });
   });
   return kOk;
@@ -464,13 +455,13 @@ int LazyAdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, cons
 }  // namespace ms_optim
 
 MS_OPTIM_EXPORT_LAST_ERROR()
-MS_OPTIM_EXPORT_KERNEL(MsOptimAdam, AdamTensorsKernel<false, false>)
-MS_OPTIM_EXPORT_KERNEL(MsOptimAdamNesterov, AdamTensorsKernel<true, false>)
-MS_OPTIM_EXPORT_KERNEL(MsOptimAdamAmsgrad, AdamTensorsKernel<false, true>)
-MS_OPTIM_EXPORT_KERNEL(MsOptimAdamDelta, AdamKernel<false, false, false, true>)
-MS_OPTIM_EXPORT_KERNEL(MsOptimAdamNesterovDelta, AdamKernel<false, true, false, true>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdam, AdamTensorsKernel<false, false, false>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdamNesterov, AdamTensorsKernel<false, true, false>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdamAmsgrad, AdamTensorsKernel<false, false, true>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdamDelta, AdamDeltaKernel<false>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdamNesterovDelta, AdamDeltaKernel<true>)
 MS_OPTIM_EXPORT_KERNEL(MsOptimLazyAdam, LazyAdamKernel<false>)
 MS_OPTIM_EXPORT_KERNEL(MsOptimLazyAdamNesterov, LazyAdamKernel<true>)
 MS_OPTIM_EXPORT_CHECK(MsOptimCheckRows, CheckRowsKernel)
-MS_OPTIM_EXPORT_KERNEL(MsOptimAdaBelief, AdamKernel<true, false, false, false>)
-MS_OPTIM_EXPORT_KERNEL(MsOptimAdaBeliefAmsgrad, AdamKernel<true, false, true, false>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdaBelief, AdamTensorsKernel<true, false, false>)
+MS_OPTIM_EXPORT_KERNEL(MsOptimAdaBeliefAmsgrad, AdamTensorsKernel<true, false, true>)
