@@ -12,6 +12,7 @@ from mindspore.ops import functional as F
 from ms_optim import _validation as check
 from ms_optim import kernels
 from ms_optim.functional import adam as reference
+from ms_optim.functional.multi_tensor import one_per_parameter, per_tensor_vector
 from ms_optim.kernels import UPDATE_FNS
 
 _adabelief_opt = C.MultitypeFuncGraph("ms_optim_adabelief_opt")
@@ -312,12 +313,13 @@ class AdaBelief(nn.Optimizer):
         if self._one_call:  # every parameter in one kernel call, as Adam's (docs/adam.md, "Kernels")
             gradients = self.map_(reference.dense_gradient, gradients, self._parameters)
             if self.is_group_lr:
-                lr = reference.per_tensor_vector(lr)
+                lr = per_tensor_vector(lr)
             if self.amsgrad:
-                return F.depend(True, UPDATE_FNS[key][1](self._parameters, m, v, self.max_exp_avg_var, gradients, lr,
-                                                         bc1, bc2, r, self._hyper_all))
-            return F.depend(True, UPDATE_FNS[key][1](self._parameters, m, v, gradients, lr, bc1, bc2, r,
-                                                     self._hyper_all))
+                done = UPDATE_FNS[key][1](self._parameters, m, v, self.max_exp_avg_var, gradients, lr, bc1, bc2, r,
+                                          self._hyper_all)
+            else:
+                done = UPDATE_FNS[key][1](self._parameters, m, v, gradients, lr, bc1, bc2, r, self._hyper_all)
+            return one_per_parameter(done, self._parameters)
         # Spelled out per case (no replicated learning-rate tuple, no unpacked state tuple), see Adam.construct.
         if self.amsgrad:
             if self.is_group_lr:

@@ -12,7 +12,7 @@ from mindspore.ops import functional as F
 from ms_optim import _validation as check
 from ms_optim import kernels, quantization
 from ms_optim.functional import adagrad as reference
-from ms_optim.functional.adam import per_tensor_vector
+from ms_optim.functional.multi_tensor import one_per_parameter, per_tensor_vector
 from ms_optim.kernels import UPDATE_FNS
 
 _LR_DEFAULT = 1e-2  # its identity tells "not given" from "given" for the learning_rate alias
@@ -382,7 +382,8 @@ class Adagrad(nn.Optimizer):
                 self._quant8_params, self.accum_code, self.accum_absmax, _pick(gradients, indices, everyone),
                 _scaled(_per_kind(lr, indices, everyone, self.is_group_lr), lr_denom, has_lr_decay),
                 _per_kind(scales, indices, everyone, clipping), self._wd_quant8, self.eps))
-        return success
+        # one_per_parameter takes a Tensor to depend on: a constant made to depend on the writes
+        return one_per_parameter(F.depend(self._one, success), self._parameters)
 
 
 class Adagrad8bit(Adagrad):

@@ -9,6 +9,7 @@ from mindspore.ops import functional as F
 from ms_optim import _validation as check
 from ms_optim import kernels
 from ms_optim.functional import adam as reference
+from ms_optim.functional.multi_tensor import one_per_parameter, per_tensor_vector
 from ms_optim.kernels import UPDATE_FNS
 
 _adam_opt = C.MultitypeFuncGraph("ms_optim_adam_opt")
@@ -79,11 +80,12 @@ def _select_check_rows(impl):
     return kernels.inplace_kernel("adam", "MsOptimCheckRows", (), ("param", "indices"))
 
 
-def _select_update_fns(impl, use_nesterov, use_amsgrad, offload_delta, count):
+def _select_update_fns(impl, use_nesterov, use_amsgrad, use_lazy, offload_delta, count):
     """(one, lazy, delta, all) update functions (see _ONE ...) for the resolved impl: fused kernels or the reference
-    functions, which share one call signature (looked up through kernels.UPDATE_FNS); ``all``, the fused update of
-    the ``count`` parameters in one call, exists for the fused impl only (on the reference path, MindSpore 2.10
-    crashed building a graph that hands a tuple holding sparse gradients to a function)."""
+    functions, which share one call signature (looked up through kernels.UPDATE_FNS); None for those this
+    configuration never calls. ``all``, the fused in-place update of the ``count`` parameters in one call, exists
+    for the fused impl only (on the reference path, MindSpore 2.10 crashed building a graph that hands a tuple
+    holding sparse gradients to a function)."""
     if impl == "reference":
         dense = reference.adam_amsgrad if use_amsgrad else (
             reference.adam_nesterov if use_nesterov else reference.adam)
@@ -94,31 +96,28 @@ def _select_update_fns(impl, use_nesterov, use_amsgrad, offload_delta, count):
     state = ("param", "m", "v", "vhat") if use_amsgrad else ("param", "m", "v")
     scalars = ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps")
     symbol = "MsOptimAdamAmsgrad" if use_amsgrad else f"MsOptimAdam{nesterov}"
-    one = kernels.multi_tensor_kernel("adam", symbol, state, ("grad",), scalars, 1)
-    every = kernels.multi_tensor_kernel("adam", symbol, state, ("grad",), scalars, count)
-    lazy = kernels.inplace_kernel("adam", f"MsOptimLazyAdam{nesterov}", ("param", "m", "v"),
-                                  scalars + ("values", "indices"))
-    delta = None
+    one = lazy = delta = every = None
     if offload_delta:
         delta = kernels.output_kernel("adam", f"MsOptimAdam{nesterov}Delta", ("m", "v"), scalars + ("grad",),
                                       like_input=8)
         delta.set_device("CPU")  # the offloaded update runs on the host
-    if use_amsgrad:
-        return (_amsgrad_of_one(one), lazy, delta, _amsgrad_of_all(every))
-    return (_adam_of_one(one), lazy, delta, _adam_of_all(every))
+    elif use_lazy:  # (amsgrad is refused with use_lazy)
+        lazy = kernels.inplace_kernel("adam", f"MsOptimLazyAdam{nesterov}", ("param", "m", "v"),
+                                      scalars + ("values", "indices"))
+        one = _adam_of_one(kernels.multi_tensor_kernel("adam", symbol, state, ("grad",), scalars, 1))
+    elif use_amsgrad:
+        every = _amsgrad_of_all(kernels.multi_tensor_kernel("adam", symbol, state, ("grad",), scalars, count))
+    else:
+        every = _adam_of_all(kernels.multi_tensor_kernel("adam", symbol, state, ("grad",), scalars, count))
+    return (one, lazy, delta, every)
 
 
 # The multi-tensor kernel MsOptimAdam[Nesterov|Amsgrad] takes param[N], m[N], v[N], [vhat[N]], grad[N], then the
-# scalars: called for one tensor with the reference functions' signature, or for all with tuples.
+# scalars: called for one tensor with the reference functions' signature (lazy Adam's dense gradients), or for all
+# with tuples.
 def _adam_of_one(op):
     def update(param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad):
         return op(param, m, v, grad, beta1_power, beta2_power, lr, beta1, beta2, eps)
-    return update
-
-
-def _amsgrad_of_one(op):
-    def update(param, m, v, vhat, beta1_power, beta2_power, lr, beta1, beta2, eps, grad):
-        return op(param, m, v, vhat, grad, beta1_power, beta2_power, lr, beta1, beta2, eps)
     return update
 
 
@@ -290,9 +289,10 @@ class Adam(nn.Optimizer):
         self._offload_delta = use_offload and kernels.device_target() != "CPU"
         count = len(self._parameters)
         self._update_key = kernels.register_update_fns(
-            f"adam-{resolved_impl}-nesterov{use_nesterov}-amsgrad{use_amsgrad}-delta{self._offload_delta}-"
-            f"count{count}",
-            lambda: _select_update_fns(resolved_impl, use_nesterov, use_amsgrad, self._offload_delta, count))
+            f"adam-{resolved_impl}-nesterov{use_nesterov}-amsgrad{use_amsgrad}-lazy{use_lazy}-"
+            f"delta{self._offload_delta}-count{count}",
+            lambda: _select_update_fns(resolved_impl, use_nesterov, use_amsgrad, use_lazy, self._offload_delta,
+                                       count))
         # The fused in-place update of every parameter in one kernel call: for small tensors MindSpore's cost per
         # kernel launch, not the update, is most of a step. Lazy Adam updates rows of each sparse gradient instead.
         self._one_call = resolved_impl == "fused" and not use_lazy and not self._offload_delta
@@ -323,12 +323,14 @@ class Adam(nn.Optimizer):
         if self._one_call:
             gradients = self.map_(reference.dense_gradient, gradients, params)
             if self.is_group_lr:
-                lr = reference.per_tensor_vector(lr)
+                lr = per_tensor_vector(lr)
             if self.use_amsgrad:
-                return F.depend(True, UPDATE_FNS[self._update_key][_ALL](params, m1, m2, self.vhat, gradients,
-                                                                         beta1_power, beta2_power, lr, b1, b2, eps))
-            return F.depend(True, UPDATE_FNS[self._update_key][_ALL](params, m1, m2, gradients, beta1_power,
-                                                                     beta2_power, lr, b1, b2, eps))
+                done = UPDATE_FNS[self._update_key][_ALL](params, m1, m2, self.vhat, gradients, beta1_power,
+                                                          beta2_power, lr, b1, b2, eps)
+            else:
+                done = UPDATE_FNS[self._update_key][_ALL](params, m1, m2, gradients, beta1_power, beta2_power, lr,
+                                                          b1, b2, eps)
+            return one_per_parameter(done, params)
         # Spelled out per case on purpose: mapping a replicated learning-rate tuple and unpacking a state tuple
         # compiles about 6x slower at 200 parameters (measured), and a partial of a partial does not compile.
         if self._offload_delta:

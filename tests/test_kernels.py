@@ -182,6 +182,20 @@ def test_one_call_with_mixed_dtypes_and_groups_matches_reference(mode, variant):
         np.float32)), "nothing moved"
 
 
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+@pytest.mark.parametrize("make", [lambda p, impl: ms_optim.Adam(p, impl=impl),
+                                  lambda p, impl: ms_optim.Adam(p, use_amsgrad=True, impl=impl),
+                                  lambda p, impl: ms_optim.Adam(p, use_lazy=True, impl=impl),
+                                  lambda p, impl: ms_optim.AdaBelief(p, impl=impl),
+                                  lambda p, impl: ms_optim.Adagrad8bit(p, min_8bit_size=8, impl=impl)],
+                         ids=["Adam", "Adam-amsgrad", "Adam-lazy", "AdaBelief", "Adagrad8bit"])
+def test_step_returns_one_true_per_parameter(mode, make, impl):
+    """As nn.Adam's step, whether the parameters are updated in one kernel call or one call each."""
+    params = _params([(7,), (3, 5), (9,)])
+    opt = make(params, impl)
+    assert opt(tuple(Tensor(np.ones(p.shape, np.float32)) for p in params)) == (True, True, True)
+
+
 @pytest.mark.parametrize("symbol", ["MsOptimAdam", "MsOptimAdamNesterov", "MsOptimAdamAmsgrad"])
 def test_multi_tensor_adam_kernel_through_ctypes(symbol):
     """One call updates N tensors as N calls of one tensor would (bit for bit), with lr given once or per tensor,

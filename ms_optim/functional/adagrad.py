@@ -15,7 +15,8 @@ from mindspore import ops
 from mindspore.ops import functional as F
 
 from ms_optim import quantization
-from ms_optim.functional.adam import _f32, _store, of_tensor
+from ms_optim.functional.adam import _f32, _store
+from ms_optim.functional.multi_tensor import of_tensor
 
 GNORM_SLOTS = 100  # squared gradient norms remembered for percentile clipping
 

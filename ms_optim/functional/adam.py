@@ -196,31 +196,9 @@ def _densified(grad, param):  # non-lazy Adam treats a sparse gradient as its de
     return densify(grad.values, grad.indices, grad.dense_shape, F.dtype(param))
 
 
-_map = C.HyperMap()
-_as_vector = C.MultitypeFuncGraph("ms_optim_as_vector")
-
-
-@_as_vector.register("Tensor")
-def _scalar_as_vector(value):
-    return ops.reshape(value, (1,))
-
-
-def per_tensor_vector(values):
-    """One float32 vector of shape (N,) from a tuple of N scalars (shape () or (1,)): per-tensor values (group
-    learning rates, clipping factors) as a multi-tensor kernel takes them."""
-    return ops.concat(_map(_as_vector, values))
-
-
-def of_tensor(values, i):
-    """Tensor i's value of ``values``: one value for every tensor (shape () or (1,)) or one per tensor (shape (N,)),
-    as the multi-tensor kernels read their per-tensor scalars."""
-    if values.size == 1:
-        return values
-    return values[i:i + 1]
-
-
-# Entry points with the argument order of the single-tensor fused kernels (ops/cpu/adam.cc; the dense ones through
-# a wrapper in ms_optim/adam.py, as MsOptimAdam takes several tensors), so either can be called.
+# Entry points of the reference path, one tensor each. The lazy and increment kernels (ops/cpu/adam.cc) take the
+# same arguments; the in-place kernels take every tensor of a step at once (param[N], ..., grad[N], then the
+# scalars), and lazy Adam's one-tensor calls of them (its dense gradients) go through a wrapper in ms_optim/adam.py.
 def adam(param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad):
     return _dense(param, m, v, None, beta1_power, beta2_power, lr, beta1, beta2, eps, grad, False)
 

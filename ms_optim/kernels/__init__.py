@@ -219,6 +219,8 @@ def multi_tensor_kernel(family, symbol, written, read, scalars, count, input_dty
             try:
                 check(*tensor(values, i))
             except (TypeError, ValueError) as err:  # which of the N: the message alone does not say
+                if count == 1:
+                    raise
                 raise type(err)(f"{err} (tensor {i} of the {count} of this call)") from err
 
     def check_shapes(*shapes):
