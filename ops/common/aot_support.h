@@ -473,6 +473,20 @@ int DispatchFloatPair(DType param_dtype, DType state_dtype, Fn &&fn) {
   });
 }
 
+// An input of a multi-tensor kernel that holds one float32 value for every tensor of the call or one per tensor
+// (group learning rates and weight decays, per-parameter clipping factors); PerTensorScalar reads tensor t's.
+inline int CheckPerTensorScalar(const AotArgs &a, int i, const char *name, int count) {
+  const int64_t n = a.numel(i);
+  if (a.dtype(i) != DType::kF32 || (n != 1 && n != count)) {
+    return Reject(kBadScalar, "'%s' must be a float32 tensor of 1 or %d values (one per tensor), but has dtype %s "
+                  "and shape %s", name, count, a.dtypes[i], a.shape_str(i).c_str());
+  }
+  return kOk;
+}
+inline float PerTensorScalar(const AotArgs &a, int i, int t) {
+  return static_cast<const float *>(a.params[i])[a.numel(i) == 1 ? 0 : t];
+}
+
 inline bool IsStorageType(DType d) { return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16; }
 inline constexpr const char *kStorageTypes = "float32, float16 or bfloat16";
 

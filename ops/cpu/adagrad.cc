@@ -42,13 +42,9 @@ struct ScalarInputs {
 int ReadScalars(const AotArgs &a, int first, int count, ScalarInputs *k) {
   static const char *const names[] = {"lr", "gnorm_scale", "weight_decay"};
   for (int i = 0; i < 3; ++i) {
-    const int64_t n = a.numel(first + i);
-    if (a.dtype(first + i) != DType::kF32 || (n != 1 && n != count)) {
-      return Reject(kBadScalar, "'%s' must be a float32 tensor of 1 or %d values (one per tensor), but has dtype %s "
-                    "and shape %s", names[i], count, a.dtypes[first + i], a.shape_str(first + i).c_str());
-    }
+    if (int st = CheckPerTensorScalar(a, first + i, names[i], count); st != kOk) return st;
     k->values[i] = static_cast<const float *>(a.params[first + i]);
-    k->per_tensor[i] = n != 1;
+    k->per_tensor[i] = a.numel(first + i) != 1;
   }
   if (!a.is_f32_scalar(first + 3)) return a.reject_scalar(first + 3, "eps");
   k->eps = a.scalar(first + 3);

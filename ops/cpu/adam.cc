@@ -14,7 +14,7 @@
 //               SGD       p = p - step_size * m       (rectification term intractable, degenerate_to_sgd)
 //               keep      p unchanged                 (intractable, no SGD fallback; the state still updates)
 //   where the per-step scalars bc1 = 1 - beta1^t, bc2 = 1 - beta2^t and the rectification term r are computed
-//   once per step in float64 by the caller and arrive as float32 (see ReadAdaBeliefScalars).
+//   once per step in float64 by the caller and arrive as float32 (see AdaBeliefScalarsOf).
 // The operation order is the one MindSpore's CPU Adam kernels use and the reference path in
 // ms_optim/functional/adam.py spells out; it is compiled with -ffp-contract=off so no FMA changes rounding.
 // Math is float32 whatever the storage type (float32 / float16 / bfloat16) of parameter and state.
@@ -46,27 +46,29 @@ inline float AdamStepSize(float lr, float beta1_power, float beta2_power) {
 }
 
 // Inputs b1p, b2p, lr, beta1, beta2, eps start at `first`; all must be float32 scalars, but lr may also hold
-// `tensors` values (one per tensor of a multi-tensor call); `t` picks the tensor whose lr_t is computed.
-int ReadAdamScalars(const AotArgs &a, int first, AdamScalars *s, int tensors = 1, int t = 0) {
+// `tensors` values (one per tensor of a multi-tensor call). Checked once per call; AdamScalarsOf then gives each
+// tensor's scalars.
+int CheckAdamScalars(const AotArgs &a, int first, int tensors = 1) {
   static const char *const names[] = {"beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps"};
   for (int i = first; i < first + 6; ++i) {
     if (i == first + 2 && tensors > 1) {
-      if (a.dtype(i) != DType::kF32 || (a.numel(i) != 1 && a.numel(i) != tensors)) {
-        return Reject(kBadScalar, "'lr' must be a float32 tensor of 1 or %d values (one per tensor), but has dtype "
-                      "%s and shape %s", tensors, a.dtypes[i], a.shape_str(i).c_str());
-      }
+      if (int st = CheckPerTensorScalar(a, i, "lr", tensors); st != kOk) return st;
     } else if (!a.is_f32_scalar(i)) {
       return a.reject_scalar(i, names[i - first]);
     }
   }
-  s->beta1 = a.scalar(first + 3);
-  s->beta2 = a.scalar(first + 4);
-  s->eps = a.scalar(first + 5);
-  s->one_minus_beta1 = 1.0f - s->beta1;
-  s->one_minus_beta2 = 1.0f - s->beta2;
-  const float *lr = static_cast<const float *>(a.params[first + 2]);
-  s->lr_t = AdamStepSize(lr[a.numel(first + 2) == 1 ? 0 : t], a.scalar(first), a.scalar(first + 1));
   return kOk;
+}
+
+AdamScalars AdamScalarsOf(const AotArgs &a, int first, int t = 0) {
+  AdamScalars s;
+  s.beta1 = a.scalar(first + 3);
+  s.beta2 = a.scalar(first + 4);
+  s.eps = a.scalar(first + 5);
+  s.one_minus_beta1 = 1.0f - s.beta1;
+  s.one_minus_beta2 = 1.0f - s.beta2;
+  s.lr_t = AdamStepSize(PerTensorScalar(a, first + 2, t), a.scalar(first), a.scalar(first + 1));
+  return s;
 }
 
 // AdaBelief's scalar inputs from `first` on: lr, bc1, bc2, r (float32 scalars) and hyper, the float32 tensor
@@ -76,15 +78,14 @@ int ReadAdamScalars(const AotArgs &a, int first, AdamScalars *s, int tensors = 1
 // decay_mode: 0 coupled (g += wd p), 1 decoupled (p *= 1 - lr wd), 2 absolute (p *= 1 - wd).
 constexpr int kBeliefHyperSize = 7;
 
-// lr may hold `tensors` values and hyper `tensors` x 7 (one per tensor of a multi-tensor call); `t` picks the
-// tensor whose scalars are computed (its own values, or the only ones).
-int ReadAdaBeliefScalars(const AotArgs &a, int first, AdamScalars *s, int tensors = 1, int t = 0) {
+// lr may hold `tensors` values and hyper `tensors` x 7 (one per tensor of a multi-tensor call). Checked once per
+// call; AdaBeliefScalarsOf then gives each tensor's scalars and rule.
+int CheckAdaBeliefScalars(const AotArgs &a, int first, int tensors = 1) {
   static const char *const names[] = {"lr", "bc1", "bc2", "r"};
-  const int64_t lr_values = a.numel(first);
-  if (a.dtype(first) != DType::kF32 || (lr_values != 1 && lr_values != tensors)) {
-    return tensors == 1 ? a.reject_scalar(first, "lr")
-                        : Reject(kBadScalar, "'lr' must be a float32 tensor of 1 or %d values (one per tensor), but "
-                                 "has dtype %s and shape %s", tensors, a.dtypes[first], a.shape_str(first).c_str());
+  if (tensors > 1) {
+    if (int st = CheckPerTensorScalar(a, first, "lr", tensors); st != kOk) return st;
+  } else if (!a.is_f32_scalar(first)) {
+    return a.reject_scalar(first, "lr");
   }
   for (int i = first + 1; i < first + 4; ++i) {
     if (!a.is_f32_scalar(i)) return a.reject_scalar(i, names[i - first]);
@@ -97,35 +98,42 @@ int ReadAdaBeliefScalars(const AotArgs &a, int first, AdamScalars *s, int tensor
                   "%s and shape %s", kBeliefHyperSize, kBeliefHyperSize, tensors, a.dtypes[hyper_i],
                   a.shape_str(hyper_i).c_str());
   }
-  const float *h = static_cast<const float *>(a.params[hyper_i]) + (hyper_values == kBeliefHyperSize ? 0 : kBeliefHyperSize * t);
-  const float lr = static_cast<const float *>(a.params[first])[lr_values == 1 ? 0 : t];
+  return kOk;
+}
+
+AdamScalars AdaBeliefScalarsOf(const AotArgs &a, int first, int t = 0) {
+  AdamScalars s;
+  const int hyper_i = first + 4;
+  const float *h = static_cast<const float *>(a.params[hyper_i]) +
+                   (a.numel(hyper_i) == kBeliefHyperSize ? 0 : kBeliefHyperSize * t);
+  const float lr = PerTensorScalar(a, first, t);
   const float bc1 = a.scalar(first + 1), bc2 = a.scalar(first + 2), r = a.scalar(first + 3);
   const float wd = h[3], decay_mode = h[4];
   const bool optimized_update = h[5] != 0.0f, degenerate_to_sgd = h[6] != 0.0f;
-  s->one_minus_beta1 = h[0];
-  s->one_minus_beta2 = h[1];
-  s->beta1 = 1.0f - h[0];
-  s->beta2 = 1.0f - h[1];
-  s->eps = h[2];
-  s->coupled_wd = decay_mode == 0.0f ? wd : 0.0f;
-  s->decay = decay_mode == 1.0f ? 1.0f - lr * wd : (decay_mode == 2.0f ? 1.0f - wd : 1.0f);
+  s.one_minus_beta1 = h[0];
+  s.one_minus_beta2 = h[1];
+  s.beta1 = 1.0f - h[0];
+  s.beta2 = 1.0f - h[1];
+  s.eps = h[2];
+  s.coupled_wd = decay_mode == 0.0f ? wd : 0.0f;
+  s.decay = decay_mode == 1.0f ? 1.0f - lr * wd : (decay_mode == 2.0f ? 1.0f - wd : 1.0f);
   const int decay = wd == 0.0f ? kNoDecay : (decay_mode == 0.0f ? kCoupledDecay : kDecoupledDecay);
   int step;
   if (r > 0.0f) {
     step = kAdaptiveStep;
     if (optimized_update) {
-      s->lr_t = lr * std::sqrt(bc2) * r / bc1;
-      s->denom_scale = 1.0f;
+      s.lr_t = lr * std::sqrt(bc2) * r / bc1;
+      s.denom_scale = 1.0f;
     } else {
-      s->lr_t = lr * r / bc1;
-      s->denom_scale = 1.0f / std::sqrt(bc2);
+      s.lr_t = lr * r / bc1;
+      s.denom_scale = 1.0f / std::sqrt(bc2);
     }
   } else {
     step = degenerate_to_sgd ? kSgdStep : kKeepStep;
-    s->lr_t = lr / bc1;
+    s.lr_t = lr / bc1;
   }
-  s->rule = BeliefRule(step, decay);
-  return kOk;
+  s.rule = BeliefRule(step, decay);
+  return s;
 }
 
 // The per-element update; `delta` (offload) receives -lr_t * m_used / denom instead of p being written.
@@ -259,8 +267,8 @@ int AdamDeltaKernel(int nparam, void **params, int *ndims, int64_t **shapes, con
   if (a.dtype(kV) != state_t) return a.reject_dtype(kV, "v", dtypes[kM]);
   if (!a.same_shape(kOut, kGrad)) return a.reject_shape(kOut, "delta", kGrad, "grad");
   if (a.dtype(kOut) != grad_t) return a.reject_dtype(kOut, "delta", dtypes[kGrad]);
-  AdamScalars s;
-  if (int st = ReadAdamScalars(a, kScalars, &s); st != kOk) return st;
+  if (int st = CheckAdamScalars(a, kScalars); st != kOk) return st;
+  const AdamScalars s = AdamScalarsOf(a, kScalars);
   return DispatchFloatPair(grad_t, state_t, [&](auto grad_tag, auto state_tag) {
     using P = decltype(grad_tag);
     using S = decltype(state_tag);
@@ -311,11 +319,13 @@ int AdamTensorsKernel(int nparam, void **params, int *ndims, int64_t **shapes, c
     if (int st = check.dtypes(); st != kOk) return st;
     sizes[t] = a.numel(kParam + t);
   }
+  if (int st = kBelief ? CheckAdaBeliefScalars(a, kScalars, count) : CheckAdamScalars(a, kScalars, count);
+      st != kOk) {
+    return st;
+  }
   std::vector<AdamScalars> scalars(count);
   for (int t = 0; t < count; ++t) {
-    const int st = kBelief ? ReadAdaBeliefScalars(a, kScalars, &scalars[t], count, t)
-                           : ReadAdamScalars(a, kScalars, &scalars[t], count, t);
-    if (st != kOk) return st;
+    scalars[t] = kBelief ? AdaBeliefScalarsOf(a, kScalars, t) : AdamScalarsOf(a, kScalars, t);
   }
   *static_cast<float *>(params[kOut]) = 1.0f;  // flag output; the work is the side effect
   ParallelForTensors(count, sizes.data(), [&](int t, int64_t b, int64_t e) {
@@ -405,8 +415,8 @@ int LazyAdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, cons
   if (a.dtype(kValues) != param_t) return a.reject_dtype(kValues, "values", dtypes[kParam]);
   if (a.dtype(kV) != state_t) return a.reject_dtype(kV, "v", dtypes[kM]);
   if (int st = CheckRowIndices(a, kParam, kIndices); st != kOk) return st;
-  AdamScalars s;
-  if (int st = ReadAdamScalars(a, kScalars, &s); st != kOk) return st;
+  if (int st = CheckAdamScalars(a, kScalars); st != kOk) return st;
+  const AdamScalars s = AdamScalarsOf(a, kScalars);
   *static_cast<float *>(params[kOut]) = 1.0f;
 
   const int64_t rows = shapes[kParam][0], nnz = shapes[kIndices][0];
