@@ -7,10 +7,28 @@ from ms_optim.kernels import IMPLS
 
 
 def check_type(cls_name, arg_name, value, types, type_names):
+    """``value`` of one of ``types``; where a float is asked for, also finite in float32 (check_float32)."""
     # bool is an int subclass: refuse it where a number is asked for, unless bool itself is allowed
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         raise TypeError(f"For '{cls_name}', the type of '{arg_name}' must be {type_names}, "
                         f"but got '{value}' with type '{type(value).__name__}'.")
+    if float in types:
+        check_float32(cls_name, arg_name, value)
+    return value
+
+
+# Every hyper-parameter reaches the kernels and the reference path as a float32. From half an ulp above the largest
+# float32 ((2 - 2^-23) * 2^127) a value rounds to inf there: Adagrad's lr_decay = 1e39 made the first step's factor
+# 1 + 0 * inf = NaN and every parameter NaN.
+_FLOAT32_OVERFLOW = (2.0 - 2.0 ** -24) * 2.0 ** 127
+
+
+def check_float32(cls_name, arg_name, value):
+    """A number that is finite in float32 (not NaN, not infinite, not rounding to infinity there)."""
+    if math.isnan(value) or abs(value) >= _FLOAT32_OVERFLOW:
+        raise ValueError(f"For '{cls_name}', the '{arg_name}' must be a finite float32 (at most 3.4028235e+38 in "
+                         f"magnitude, the precision of the update), but got {value}, which is "
+                         f"{'NaN' if math.isnan(value) else 'inf'} there.")
     return value
 
 
@@ -112,6 +130,10 @@ def check_learning_rate(cls_name, value, arg_name="learning_rate"):
             if not (isinstance(x, (numbers.Real, Tensor)) and not isinstance(x, bool)):  # numpy scalars are Real
                 raise TypeError(f"For '{cls_name}', the '{arg_name}' given as a list or tuple must hold numbers, "
                                 f"but got {x!r} with type '{type(x).__name__}' in it.")
+            if isinstance(x, numbers.Real):
+                check_float32(cls_name, arg_name, x)
+    elif isinstance(value, (int, float)):
+        check_float32(cls_name, arg_name, value)
     return value
 
 
@@ -159,25 +181,32 @@ def check_params(cls_name, params):
                 if not isinstance(p, Parameter):
                     raise TypeError(f"For '{cls_name}', the elements of 'params' in group {index} must be "
                                     f"Parameter, but got {p!r} with type '{type(p).__name__}'.")
-                _check_param_dtype(cls_name, p)
             if "lr" in group:
                 check_learning_rate(cls_name, group["lr"], "lr")
+            if isinstance(group.get("weight_decay"), numbers.Real) and not isinstance(group["weight_decay"], bool):
+                check_float32(cls_name, "weight_decay", group["weight_decay"])
         return params
     for p in params:
         if not isinstance(p, Parameter):
             raise TypeError(f"For '{cls_name}', the elements of 'params' must be all Parameter or all dict, "
                             f"but got {p!r} with type '{type(p).__name__}'.")
-        _check_param_dtype(cls_name, p)
     return params
 
 
-def _check_param_dtype(cls_name, param):
-    """float16, float32 or bfloat16: what every update path stores (float32 math). Refused here, a float64 or
-    integer parameter cannot stop a step halfway, after the parameters before it had been updated."""
+def param_dtype_refusal(cls_name, parameters):
+    """The TypeError message of a step over ``parameters`` when one of them is not float16, float32 or bfloat16
+    (what every update path stores; float32 math), else "".
+
+    Such parameters are accepted at construction, as nn.Adam accepts them (MindSpore's own optimizer tests build
+    one over integer Parameters); the step raises this message when its graph is built, before anything of it runs,
+    as nn.Adam's step raises when its graph is built. Refused per step rather than per parameter, no parameter is
+    updated while another stops the step halfway."""
     from mindspore import dtype as mstype
-    if param.dtype not in (mstype.float16, mstype.float32, mstype.bfloat16):
-        raise TypeError(f"For '{cls_name}', every parameter must be float16, float32 or bfloat16, but "
-                        f"'{param.name}' is {param.dtype}.")
+    for param in parameters:
+        if param.dtype not in (mstype.float16, mstype.float32, mstype.bfloat16):
+            return (f"For '{cls_name}', every parameter a step updates must be float16, float32 or bfloat16, but "
+                    f"'{param.name}' is {param.dtype}; the step was refused before anything was written.")
+    return ""
 
 
 def check_loss_scale(cls_name, value):

@@ -233,6 +233,7 @@ class AdaBelief(nn.Optimizer):
 
         # Weight decay is part of the update here (labml's modes), so the base class gets none.
         super().__init__(lr, params, 0.0, float(loss_scale))
+        self._dtype_refusal = check.param_dtype_refusal(name, self._parameters)
         self.impl = resolved_impl
         self.amsgrad = amsgrad
         self.rectify = rectify
@@ -300,6 +301,8 @@ class AdaBelief(nn.Optimizer):
 
     @ms.jit
     def construct(self, gradients):
+        if self._dtype_refusal:  # a constant: raised when the step's graph is built, before anything of it runs
+            raise TypeError(self._dtype_refusal)
         gradients = self.gradients_centralization(gradients)
         gradients = self.scale_grad(gradients)
         gradients = self._grad_sparse_indices_deduplicate(gradients)

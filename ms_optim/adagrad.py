@@ -26,6 +26,18 @@ _LR_DEFAULT = 1e-2  # its identity tells "not given" from "given" for the learni
 _map = C.HyperMap()
 _item = C.MultitypeFuncGraph("ms_optim_adagrad_item")
 _clip = C.MultitypeFuncGraph("ms_optim_adagrad_clip")
+_dense_only = C.MultitypeFuncGraph("ms_optim_adagrad_dense_only")
+
+
+@_dense_only.register("Tensor", "String")
+def _dense_grad(grad, refusal):
+    return grad
+
+
+@_dense_only.register("RowTensor", "String")
+def _sparse_grad(grad, refusal):
+    # Chosen by the gradient's type when the step's graph is built: raised then, before anything of the step runs.
+    raise TypeError(refusal)
 
 
 @_item.register("Tuple", "Number")
@@ -251,6 +263,11 @@ class Adagrad(nn.Optimizer):
         # Weight decay is applied by the update itself (after unscaling and clipping, to every parameter), so the
         # base class gets none.
         super().__init__(lr, params, 0.0, float(loss_scale))
+        self._dtype_refusal = check.param_dtype_refusal(name, self._parameters)
+        self._sparse_refusals = tuple(
+            f"For '{name}', sparse (RowTensor) gradients are not supported (nor by bitsandbytes' Adagrad), but the "
+            f"gradient of '{p.name}' is one; the step was refused before anything was written."
+            for p in self._parameters)
         self.impl = resolved_impl
         self.optim_bits = optim_bits
         self.min_8bit_size = min_8bit_size
@@ -353,6 +370,9 @@ class Adagrad(nn.Optimizer):
 
     @ms.jit
     def construct(self, gradients):
+        if self._dtype_refusal:  # a constant: raised when the step's graph is built, before anything of it runs
+            raise TypeError(self._dtype_refusal)
+        gradients = _map(_dense_only, gradients, self._sparse_refusals)  # refused by type, naming the parameter
         gradients = self.scale_grad(gradients)  # unscale first: clipping and weight decay see the true gradient
         gradients = self.gradients_centralization(gradients)
         lr = self.get_lr()

@@ -269,6 +269,7 @@ class Adam(nn.Optimizer):
         resolved_impl = kernels.resolve_impl(impl, "adam", name, target="CPU" if use_offload else None)
 
         super().__init__(learning_rate, params, weight_decay, loss_scale)
+        self._dtype_refusal = check.param_dtype_refusal(name, self._parameters)
         self.impl = resolved_impl
         self.beta1 = Tensor(beta1, mstype.float32)
         self.beta2 = Tensor(beta2, mstype.float32)
@@ -301,6 +302,8 @@ class Adam(nn.Optimizer):
 
     @ms.jit
     def construct(self, gradients):
+        if self._dtype_refusal:  # a constant: raised when the step's graph is built, before anything of it runs
+            raise TypeError(self._dtype_refusal)
         params = self._parameters
         gradients = self.decay_weight(gradients)
         if not self.use_offload:

@@ -35,11 +35,13 @@ Method, all in one run:
    one kernel call per step; nn.Adam: one per parameter); no bound there.
 3. Bound: ``28 B/element`` for dense Adam (read param, m, v, grad; write param, m, v) and ``36 B/element``
    with amsgrad (plus vhat read and written), at each round's probe bandwidth (0.).
-4. Compile time of the first step of ``nn.TrainOneStepCell`` on a 100-layer ``nn.SequentialCell`` of small
-   ``nn.Dense`` (200 parameters): first call minus a steady-state step. Each measurement runs in its own
-   subprocess, ours and nn.Adam alternately, so that no in-process cache (parsed functions, resolved
-   primitives, kernel registrations) built by one helps the other; each subprocess first compiles a tiny
-   unrelated graph so one-time backend start-up is charged to neither. The median over repetitions is kept.
+4. Compile time of the first step of ``nn.TrainOneStepCell`` on an ``nn.SequentialCell`` of small ``nn.Dense``
+   (``--compile-params``: 200 and 1,000 parameters): first call minus a steady-state step. At 200 parameters every
+   class against its counterpart (Adam and AdaBelief / nn.Adam, Adagrad / nn.Adagrad, Came / nn.AdaFactor), at
+   1,000 Adam / nn.Adam (``--compile-all-at`` for more). Each measurement runs in its own subprocess, the
+   optimizers alternately, so that no in-process cache (parsed functions, resolved primitives, kernel
+   registrations) built by one helps the other; each subprocess first compiles a tiny unrelated graph so one-time
+   backend start-up is charged to none. The median over repetitions is kept.
 5. CAME: ``--came-matrices`` float32 matrices of ``--came-shape`` (default 8 of 1024 x 2048), ms_optim.Came vs
    nn.AdaFactor (the built-in factored optimizer, with a fixed learning rate like the others) vs ms_optim.Adam,
    timed round-robin as in 2., plus optimizer-state bytes per trained parameter element.
@@ -74,7 +76,7 @@ AMSGRAD_BYTES = 36  # plus vhat read and written
 TARGET_DENSE_VS_NN = 1.0
 TARGET_DENSE_VS_BOUND = 1.3
 TARGET_AMSGRAD_VS_NN = 0.35
-TARGET_COMPILE_VS_NN = 1.2
+TARGET_COMPILE_VS_NN = 1.1
 TARGET_CAME_VS_ADAM = 1.5
 TARGET_CAME_VS_ADAFACTOR = 0.3
 ADAM_STATE_BYTES = 8  # m and v, float32
@@ -594,13 +596,34 @@ def bench_adagrad(args):
 
 
 # --------------------------------------------------------------------------------------------- compile time
-def _compile_worker(which, layers, width, threads):
-    """Runs in a subprocess: first-step time minus steady step time for TrainOneStepCell(which optimizer)."""
-    ms = _setup_mindspore(threads)
-    import numpy as np
-    from mindspore import Tensor, nn
+# Each ms_optim class against its counterpart (the MindSpore optimizer it replaces or, for AdaBelief, which has
+# none, nn.Adam, whose update it shares), by the names the compile workers build.
+COMPILE_PAIRS = (("ms_optim.Adam", "nn.Adam"), ("ms_optim.AdaBelief", "nn.Adam"),
+                 ("ms_optim.Adagrad", "nn.Adagrad"), ("ms_optim.Came", "nn.AdaFactor"))
+
+
+def _compile_optimizer(which, params):
+    from mindspore import nn
 
     import ms_optim
+    makers = {
+        "ms_optim.Adam": lambda: ms_optim.Adam(params, learning_rate=1e-3),
+        "nn.Adam": lambda: nn.Adam(params, learning_rate=1e-3),
+        "ms_optim.AdaBelief": lambda: ms_optim.AdaBelief(params, lr=1e-3),
+        "ms_optim.Adagrad": lambda: ms_optim.Adagrad(params, lr=1e-2),
+        "nn.Adagrad": lambda: nn.Adagrad(params, learning_rate=1e-2),
+        "ms_optim.Came": lambda: ms_optim.Came(params, learning_rate=1e-3),
+        "nn.AdaFactor": lambda: nn.AdaFactor(params, learning_rate=1e-3, relative_step=False, scale_parameter=False,
+                                             warmup_init=False),
+    }
+    return makers[which]()
+
+
+def _compile_worker(which, layers, width, threads):
+    """Runs in a subprocess: first-step time minus steady step time for TrainOneStepCell(which optimizer)."""
+    _setup_mindspore(threads)
+    import numpy as np
+    from mindspore import Tensor, nn
 
     # One-time backend start-up, charged to neither optimizer: a tiny unrelated graph.
     warm = nn.Dense(2, 2)
@@ -608,7 +631,7 @@ def _compile_worker(which, layers, width, threads):
 
     net = nn.SequentialCell([nn.Dense(width, width) for _ in range(layers)])
     params = net.trainable_params()
-    opt = ms_optim.Adam(params, learning_rate=1e-3) if which == "ours" else nn.Adam(params, learning_rate=1e-3)
+    opt = _compile_optimizer(which, params)
     step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.MSELoss()), opt)
     x = Tensor(np.ones((8, width), np.float32))
     y = Tensor(np.zeros((8, width), np.float32))
@@ -626,25 +649,51 @@ def _compile_worker(which, layers, width, threads):
     return 0
 
 
-def bench_compile(args):
+def bench_compile(args, layers, pairs):
+    """{optimizer name: [worker results]} for the optimizers of ``pairs`` on ``layers`` Dense layers, each run in a
+    fresh subprocess, ``--compile-repeats`` times, every pair's two alternating (drifts in machine load hit both
+    alike); a counterpart shared by two pairs (nn.Adam) runs once per repeat."""
     env = dict(os.environ)
     repo_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = repo_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    runs = {"ours": [], "nn": []}
-    n_params = None
+    names = list(dict.fromkeys(name for pair in pairs for name in pair))
+    runs = {name: [] for name in names}
     for _ in range(args.compile_repeats):
-        for which in ("ours", "nn"):  # alternate, so drifts in machine load hit both alike
-            cmd = [sys.executable, "-m", "ms_optim.bench", "--_compile-worker", which, "--layers", str(args.layers),
+        for which in names:
+            cmd = [sys.executable, "-m", "ms_optim.bench", "--_compile-worker", which, "--layers", str(layers),
                    "--threads", str(args.threads)]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("MS_OPTIM_BENCH_RESULT ")]
             if proc.returncode != 0 or not line:
                 raise RuntimeError(f"compile worker '{which}' failed (rc={proc.returncode}):\n"
                                    f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-            result = json.loads(line[-1].split(" ", 1)[1])
-            n_params = result["params"]
-            runs[which].append(result)
-    return n_params, runs
+            runs[which].append(json.loads(line[-1].split(" ", 1)[1]))
+    return runs
+
+
+def _compile_section(args):
+    """Runs and prints the compile measurements; returns [(label, ratio)] for the targets."""
+    ratios = []
+    for params in args.compile_params:
+        layers = max(1, params // 2)
+        pairs = COMPILE_PAIRS if params in args.compile_all_at else COMPILE_PAIRS[:1]
+        runs = bench_compile(args, layers, pairs)
+        n_params = runs[pairs[0][0]][0]["params"]
+        print()
+        print(f"First-step compile: TrainOneStepCell, {layers} x nn.Dense(16, 16) ({n_params} parameters); first "
+              f"call minus a steady step; each run in a fresh subprocess, the optimizers alternating, median of "
+              f"{args.compile_repeats}")
+        med = {}
+        for which, results in runs.items():
+            comp = [r["compile"] for r in results]
+            med[which] = statistics.median(comp)
+            print(f"  {which:<20} compile {med[which]:7.2f} s  (runs: {', '.join(f'{c:.2f}' for c in comp)}; "
+                  f"steady step {statistics.median(r['steady'] for r in results) * 1e3:.2f} ms)")
+        for ours, theirs in pairs:
+            ratio = med[ours] / med[theirs]
+            print(f"  ratio {ours} / {theirs}: {ratio:.2f}x")
+            ratios.append((f"{ours} / {theirs}, {n_params} params", ratio))
+    return ratios
 
 
 # --------------------------------------------------------------------------------------------------- report
@@ -662,7 +711,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m ms_optim bench", description=__doc__.splitlines()[0],
         epilog="Quick smoke test (well under a minute): --elements 2**16 --steps 3 --bandwidth-elements 2**22 "
-               "--compile-repeats 1 --layers 10")
+               "--compile-repeats 1 --compile-params 20")
     parser.add_argument("--elements", type=_int_expr, default=1 << 24,
                         help="float32 elements in all (an expression like 2**24 is accepted); default 2**24")
     parser.add_argument("--tensors", type=int, default=8, help="number of Parameters (default 8)")
@@ -680,9 +729,16 @@ def main(argv=None):
                         help="shape of each CAME benchmark matrix (default 1024 2048)")
     parser.add_argument("--came-matrices", type=int, default=8, help="matrices in the CAME benchmark (default 8)")
     parser.add_argument("--compile-repeats", type=int, default=2,
-                        help="subprocess pairs (ours, nn.Adam) for compile time (default 2)")
-    parser.add_argument("--layers", type=int, default=100, help="Dense layers of the compile model (default 100)")
-    parser.add_argument("--_compile-worker", dest="compile_worker", choices=("ours", "nn"), help=argparse.SUPPRESS)
+                        help="fresh subprocesses per optimizer for compile time (default 2)")
+    parser.add_argument("--compile-params", type=int, nargs="+", default=(200, 1000),
+                        help="parameter counts of the compile model (Dense layers of 16 x 16: 2 parameters each; "
+                             "default 200 1000)")
+    parser.add_argument("--compile-all-at", type=int, nargs="*", default=(200,),
+                        help="parameter counts at which every class is compiled against its counterpart; at the "
+                             "others, Adam against nn.Adam only (default 200)")
+    parser.add_argument("--layers", type=int, default=100, help=argparse.SUPPRESS)  # the compile worker's model
+    parser.add_argument("--_compile-worker", dest="compile_worker",
+                        choices=sorted({name for pair in COMPILE_PAIRS for name in pair}), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     # Read by the kernel library the first time a kernel runs; set before anything can load it.
@@ -797,21 +853,7 @@ def main(argv=None):
         for name, why in skipped.items():
             print(f"  {name:<28}skipped: {why}")
 
-    compile_ratio = None
-    if not args.skip_compile:
-        n_params, runs = bench_compile(args)
-        print()
-        print(f"First-step compile: TrainOneStepCell, {args.layers} x nn.Dense(16, 16) ({n_params} parameters); "
-              f"first call minus a steady step; each run in a fresh subprocess, ours / nn.Adam alternating, "
-              f"median of {args.compile_repeats}")
-        med = {}
-        for which, label in (("ours", "ms_optim.Adam"), ("nn", "nn.Adam")):
-            comp = [r["compile"] for r in runs[which]]
-            med[which] = statistics.median(comp)
-            print(f"  {label:<16} compile {med[which]:7.2f} s  (runs: {', '.join(f'{c:.2f}' for c in comp)}; "
-                  f"steady step {statistics.median(r['steady'] for r in runs[which]) * 1e3:.2f} ms)")
-        compile_ratio = med["ours"] / med["nn"]
-        print(f"  ratio ms_optim / nn.Adam: {compile_ratio:.2f}x")
+    compile_ratios = [] if args.skip_compile else _compile_section(args)
 
     print()
     print("Targets:")
@@ -824,11 +866,10 @@ def main(argv=None):
               f"{_verdict(dense_bound <= TARGET_DENSE_VS_BOUND)}")
         print(f"  amsgrad ms_optim <= {TARGET_AMSGRAD_VS_NN:.2f}x nn.Adam amsgrad:  {ams_nn:.2f}x  "
               f"{_verdict(ams_nn <= TARGET_AMSGRAD_VS_NN)}")
-    if compile_ratio is None:
-        print(f"  compile ms_optim <= {TARGET_COMPILE_VS_NN:.2f}x nn.Adam:          skipped")
-    else:
-        print(f"  compile ms_optim <= {TARGET_COMPILE_VS_NN:.2f}x nn.Adam:          {compile_ratio:.2f}x  "
-              f"{_verdict(compile_ratio <= TARGET_COMPILE_VS_NN)}")
+    if args.skip_compile:
+        print(f"  compile <= {TARGET_COMPILE_VS_NN:.2f}x the counterpart:          skipped")
+    for label, ratio in compile_ratios:
+        print(f"  compile {label} <= {TARGET_COMPILE_VS_NN:.2f}x: {ratio:.2f}x  {_verdict(ratio <= TARGET_COMPILE_VS_NN)}")
     if adabelief is not None:
         vs_adam = adabelief["ms_optim.AdaBelief"][0] / adabelief["ms_optim.Adam"][0]
         vs_bound = adabelief["ms_optim.AdaBelief"][2]

@@ -167,6 +167,7 @@ class Came(nn.Optimizer):
         # loss_scale > 0 and the learning-rate/params types are checked by nn.Optimizer; weight decay is
         # applied here (decoupled), so the base class gets none.
         super().__init__(0.0 if relative_step else learning_rate, params, 0.0, float(loss_scale))
+        self._dtype_refusal = check.param_dtype_refusal(name, self._parameters)
         self.impl = resolved_impl
         self.relative_step = relative_step
         self.warmup_init = warmup_init
@@ -212,6 +213,8 @@ class Came(nn.Optimizer):
 
     @ms.jit
     def construct(self, gradients):
+        if self._dtype_refusal:  # a constant: raised when the step's graph is built, before anything of it runs
+            raise TypeError(self._dtype_refusal)
         gradients = self.scale_grad(gradients)  # unscale first: every statistic sees the true gradient
         gradients = self.gradients_centralization(gradients)
         lr = self.get_lr()

@@ -254,15 +254,31 @@ def test_adagrad8bit_optim_bits_must_be_an_int(mode, optim_bits):
 
 # ---- nothing half-applied; kernel refusals say what was wrong
 
+def test_integer_parameters_construct_as_with_nn_adam(mode):
+    """MindSpore's own optimizer tests (tests/ut/python/nn/optim/test_optimizer.py, TestAdam) build nn.Adam over
+    Parameters made from Tensor(1) (int64): every class constructs over them as nn.Adam does."""
+    params = [Parameter(Tensor(1), name="a"), Parameter(Tensor(np.ones((2, 3), np.int32)), name="b")]
+    nn.Adam(params, learning_rate=0.1)
+    for cls in ALL_CLASSES:
+        cls(params, learning_rate=0.1)
+        cls([{"params": params[:1]}, {"params": params[1:]}], learning_rate=0.1)
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
 @pytest.mark.parametrize("dtype", [ms.float64, ms.int32], ids=["float64", "int32"])
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=ALL_IDS)
-def test_parameter_of_an_unsupported_dtype_is_refused_at_construction(mode, cls, dtype):
+def test_step_over_an_unsupported_dtype_is_refused_before_any_write(mode, cls, dtype, impl):
+    """A step that would update a parameter that is not float16, float32 or bfloat16 raises TypeError naming it when
+    its graph is built (as nn.Adam's step does), before any parameter, state or step counter moves."""
     good = Parameter(Tensor(np.ones(4, np.float32)), name="good")
     bad = Parameter(Tensor(np.ones(4), dtype), name="bad")
-    with pytest.raises(TypeError, match=r"every parameter must be float16, float32 or bfloat16, but 'bad' is"):
-        cls([good, bad], learning_rate=0.1)
-    with pytest.raises(TypeError, match="'bad'"):
-        cls([{"params": [good]}, {"params": [bad]}], learning_rate=0.1)
+    opt = cls([good, bad], learning_rate=0.1, impl=impl)
+    before = {p.name: p.asnumpy().copy() for p in opt.get_parameters()}
+    with pytest.raises(TypeError, match=r"every parameter a step updates must be float16, float32 or bfloat16, "
+                                        r"but 'bad' is (Float64|Int32); the step was refused before anything"):
+        opt((Tensor(np.ones(4, np.float32)), Tensor(np.ones(4), dtype)))
+    for p in opt.get_parameters():
+        np.testing.assert_array_equal(p.asnumpy(), before[p.name], err_msg=p.name)
 
 
 def test_parameter_dtype_changed_after_construction_is_refused_before_any_update(mode):
@@ -360,6 +376,74 @@ def test_sparse_index_outside_the_parameter_stops_the_step_before_any_write(impl
     assert opt.global_step.asnumpy()[0] == 1
     assert not np.array_equal(dense.asnumpy(), np.ones(3, np.float32))
     assert not np.array_equal(emb.asnumpy(), np.ones((4, 2), np.float32))
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+@pytest.mark.parametrize("cls", [ms_optim.Adagrad, ms_optim.Adagrad8bit], ids=["Adagrad", "Adagrad8bit"])
+def test_adagrad_sparse_gradient_is_refused_naming_the_parameter(cls, impl):
+    """Adagrad takes dense gradients only (as bitsandbytes' does): a RowTensor gradient is refused, saying so and
+    naming its parameter, when the step's graph is built (both paths had refused it with unrelated messages:
+    "dtype of 'grad' must be Float32", "Undetermined"), before anything moves."""
+    ms.set_context(mode=ms.GRAPH_MODE)
+    dense = Parameter(Tensor(np.ones(3, np.float32)), name="dense")
+    emb = Parameter(Tensor(np.ones((4, 2), np.float32)), name="emb")
+    step = _SparseStep(cls([dense, emb], lr=0.1, impl=impl))
+    before = {p.name: p.asnumpy().copy() for p in step.opt.get_parameters()}
+    with pytest.raises(TypeError, match=re.escape("sparse (RowTensor) gradients are not supported (nor by "
+                                                  "bitsandbytes' Adagrad), but the gradient of 'emb' is one")):
+        step(Tensor(np.ones(3, np.float32)), Tensor(np.ones((2, 2), np.float32)),
+                         Tensor(np.array([1, 3], np.int32)))
+    for p in step.opt.get_parameters():
+        np.testing.assert_array_equal(p.asnumpy(), before[p.name], err_msg=p.name)
+
+
+@pytest.mark.parametrize("use_nesterov", [False, True])
+def test_lazy_adam_sparse_gradient_of_no_rows(use_nesterov):
+    """A sparse gradient naming no rows: lazy Adam changes no row of that parameter on both paths (the reference
+    path had raised: UnsortedSegmentSum of 0 segments), while the step goes on for the others (the same on both)."""
+    ms.set_context(mode=ms.GRAPH_MODE)
+    results = {}
+    for impl in ("fused", "reference"):
+        dense = Parameter(Tensor(np.ones(3, np.float32)), name="dense")
+        emb = Parameter(Tensor(np.ones((4, 2), np.float32)), name="emb")
+        opt = ms_optim.Adam([dense, emb], learning_rate=0.1, impl=impl, use_lazy=True, use_nesterov=use_nesterov)
+        _SparseStep(opt)(Tensor(np.full(3, 0.5, np.float32)), Tensor(np.ones((0, 2), np.float32)),
+                         Tensor(np.zeros(0, np.int32)))
+        results[impl] = {p.name: p.asnumpy().copy() for p in opt.get_parameters()}
+        np.testing.assert_array_equal(emb.asnumpy(), np.ones((4, 2), np.float32))
+        assert not np.array_equal(dense.asnumpy(), np.ones(3, np.float32))
+    for name, value in results["reference"].items():
+        np.testing.assert_array_equal(results["fused"][name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("family,symbol,arrays", [
+    ("adam", "MsOptimAdam", lambda: _adam_arrays(8)),
+    ("adam", "MsOptimCheckRows", lambda: [np.ones((4, 2), np.float32), np.array([1], np.int32),
+                                          np.zeros(1, np.float32)]),
+    ("adagrad", "MsOptimAdagrad", lambda: [np.ones(8, np.float32), np.zeros(8, np.float32), np.ones(8, np.float32),
+                                           *[np.array([x], np.float32) for x in (0.1, 1.0, 0.0, 1e-10)],
+                                           np.zeros(1, np.float32)]),
+    ("came", "MsOptimCameUnfactored", lambda: [np.ones(8, np.float32), np.zeros(8, np.float32),
+                                               np.zeros(8, np.float32), np.ones(8, np.float32),
+                                               np.array([0.1], np.float32), np.array([0.5], np.float32),
+                                               np.array([0.9, 0.99, 1e-30, 1e-3, 1e-16, 1.0, 0.0, 0.0], np.float32),
+                                               np.zeros(1, np.float32)]),
+], ids=lambda x: x if isinstance(x, str) else None)
+def test_flag_output_of_the_wrong_size_is_refused_before_any_write(family, symbol, arrays):
+    """The flag output (one float32) is checked with the inputs: an empty or float64 one is refused, and nothing,
+    the parameter included, is written; the same call with a good flag runs."""
+    lib = ctypes.CDLL(_build.locate_library(family))
+    lib.MsOptimLastError.restype = ctypes.c_char_p
+    for flag in (np.zeros(0, np.float32), np.zeros(1, np.float64)):
+        args = arrays()
+        args[-1] = flag
+        before = [a.copy() for a in args]
+        assert _call(lib, symbol, args) == 3, symbol
+        assert b"the flag output must be one float32 value" in lib.MsOptimLastError()
+        for a, b in zip(args, before):
+            np.testing.assert_array_equal(a, b)
+    args = arrays()
+    assert _call(lib, symbol, args) == 0 and args[-1][0] == 1.0, lib.MsOptimLastError()
 
 
 def test_c_callers_get_the_code_and_the_reason():
@@ -528,6 +612,46 @@ def test_eps_that_is_zero_in_float32_is_refused(mode, cls, kwargs, name):
     with pytest.raises(ValueError, match=re.escape(f"'{name}' must be at least 1.401e-45, the smallest positive float32")):
         cls([param], learning_rate=0.1, **kwargs)
     cls([param], learning_rate=0.1, **{k: v for k, v in kwargs.items() if k != "eps"})
+
+
+@pytest.mark.parametrize("cls,kwargs,name", [
+    (ms_optim.Adagrad, {"lr_decay": 1e39}, "lr_decay"),
+    (ms_optim.Adagrad8bit, {"lr_decay": float("inf")}, "lr_decay"),
+    (ms_optim.Adagrad, {"initial_accumulator_value": 1e39}, "initial_accumulator_value"),
+    (ms_optim.Adagrad, {"weight_decay": 10 ** 40}, "weight_decay"),
+    (ms_optim.Adagrad, {"eps": 1e39}, "eps"),
+    (ms_optim.Adagrad, {"lr": 1e39}, "lr"),
+    (ms_optim.Adam, {"eps": 1e39}, "eps"),
+    (ms_optim.Adam, {"weight_decay": 1e39}, "weight_decay"),
+    (ms_optim.Adam, {"loss_scale": 1e39}, "loss_scale"),
+    (ms_optim.Adam, {"learning_rate": [0.1, 1e39]}, "learning_rate"),
+    (ms_optim.AdaBelief, {"eps": 1e39}, "eps"),
+    (ms_optim.AdaBelief, {"weight_decay": float("nan")}, "weight_decay"),
+    (ms_optim.Came, {"clip_threshold": 1e39}, "clip_threshold"),
+    (ms_optim.Came, {"eps": (1e-30, 1e39, 1e-16)}, "eps[1]"),
+], ids=lambda x: x.__name__ if isinstance(x, type) else None)
+def test_hyper_parameter_that_is_not_finite_in_float32_is_refused(mode, cls, kwargs, name):
+    """Every float hyper-parameter reaches the update as a float32: one that is inf there (1e39 is finite in
+    Python) or NaN is refused at construction, naming it. Adagrad's lr_decay = 1e39 had turned every parameter
+    NaN at the first step (1 + (t - 1) * inf = 1 + 0 * inf)."""
+    param = Parameter(Tensor(np.ones(3, np.float32)), name="w")
+    kwargs = {"learning_rate": 0.1, **kwargs} if "lr" not in kwargs else kwargs
+    with pytest.raises(ValueError, match=re.escape(f"the '{name}' must be a finite float32 (at most 3.4028235e+38")):
+        cls([param], **kwargs)
+
+
+def test_largest_float32_hyper_parameter_is_accepted():
+    """The refusal starts where float32 rounds to inf: the largest float32 itself (3.4028235e38) is a value."""
+    param = Parameter(Tensor(np.ones(3, np.float32)), name="w")
+    ms_optim.Adagrad([param], lr=0.1, lr_decay=float(np.finfo(np.float32).max))
+    with pytest.raises(ValueError, match="finite float32"):
+        ms_optim.Adagrad([param], lr=0.1, lr_decay=float(np.finfo(np.float32).max) * (1 + 2 ** -24))
+
+
+def test_adam_group_weight_decay_not_finite_in_float32_is_refused(mode):
+    param = Parameter(Tensor(np.ones(3, np.float32)), name="w")
+    with pytest.raises(ValueError, match=re.escape("the 'weight_decay' must be a finite float32")):
+        ms_optim.Adam([{"params": [param], "weight_decay": 1e39}], learning_rate=0.1)
 
 
 @pytest.mark.parametrize("cls", [ms_optim.AdaBelief, ms_optim.Adagrad], ids=["AdaBelief", "Adagrad"])

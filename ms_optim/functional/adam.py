@@ -159,7 +159,10 @@ def merge_duplicate_rows(values, indices):
 
 
 def _lazy(param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, values, indices, use_nesterov):
-    """Lazy Adam for a sparse gradient: only the rows named by ``indices`` change in param, m and v."""
+    """Lazy Adam for a sparse gradient: only the rows named by ``indices`` change in param, m and v (none for a
+    gradient of no rows, as on the fused path: UnsortedSegmentSum refuses 0 segments)."""
+    if F.shape(indices)[0] == 0:  # shapes are known when the graph is built
+        return True
     rows, g = merge_duplicate_rows(values, indices)
     new_m, new_v, _, step = adam_step(_f32(ops.gather(m, rows, 0)), _f32(ops.gather(v, rows, 0)), None,
                                       beta1_power, beta2_power, lr, beta1, beta2, eps, g, use_nesterov)

@@ -6,6 +6,7 @@ from mindspore.ops import functional as F
 
 _map = C.HyperMap()
 _as_vector = C.MultitypeFuncGraph("ms_optim_as_vector")
+_as_true = C.MultitypeFuncGraph("ms_optim_as_true")
 
 
 @_as_vector.register("Tensor")
@@ -27,10 +28,18 @@ def of_tensor(values, i):
     return values[i:i + 1]
 
 
+@_as_true.register("Tensor")
+def _true_after(value):
+    return F.depend(True, value)
+
+
 def one_per_parameter(done, params):
     """What a step returns, as ``nn.Optimizer`` subclasses such as nn.Adam do: one True per parameter (a tuple),
-    each depending on ``done`` (a Tensor: the one call's flag). Not a tuple of constants made to depend on ``done``
-    as a whole: in PyNative that came back before the step had run, and a refused step's error surfaced only at
-    exit (MindSpore 2.10); nor a partial of ``done`` mapped over the parameters, which did not compile with sparse
-    gradients ("The object is not callable")."""
-    return (F.depend(True, done),) * len(params)
+    each depending on ``done`` (a Tensor: the one call's flag) through its parameter, read after the call.
+
+    Forms that did not do: a tuple of constants made to depend on ``done`` as a whole came back in PyNative before
+    the step had run, and a refused step's error surfaced only at exit (MindSpore 2.10); a partial of ``done``
+    mapped over the parameters did not compile with sparse gradients ("The object is not callable"); a tuple
+    multiplied out of one flag, ``(F.depend(True, done),) * N``, compiled: but it doubled the first step's compile
+    time (200 parameters: 13.6 s against 6.8 s, nn.Adam 8 s), as did a tuple multiplied out of ``done``."""
+    return _map(_as_true, F.depend(params, done))

@@ -132,6 +132,17 @@ struct AotArgs {
   }
 };
 
+// The flag output of an in-place kernel (float32, one element: the update itself is the side effect): checked
+// with the inputs, before anything is written, then set.
+inline int SetFlag(const AotArgs &a, int out) {
+  if (a.dtype(out) != DType::kF32 || a.numel(out) != 1) {
+    return Reject(kBadShape, "the flag output must be one float32 value, but has dtype %s and shape %s",
+                  a.dtypes[out], a.shape_str(out).c_str());
+  }
+  *static_cast<float *>(a.params[out]) = 1.0f;
+  return kOk;
+}
+
 inline int RejectArgCount(int nparam, int expected) {
   return Reject(kBadArgCount, "got %d inputs and outputs, expected %d", nparam, expected);
 }
@@ -165,8 +176,12 @@ inline void Store(f16_t *p, int64_t i, float x) {
   std::memcpy(&p[i], &h, sizeof(h));
 }
 
+// bfloat16 goes through memcpy as float16 does: a member access (p[i].bits) at an odd address, which a caller's
+// buffer may have, is undefined behaviour.
 inline float Load(const bf16_t *p, int64_t i) {
-  uint32_t u = static_cast<uint32_t>(p[i].bits) << 16;
+  uint16_t bits;
+  std::memcpy(&bits, &p[i], sizeof(bits));
+  const uint32_t u = static_cast<uint32_t>(bits) << 16;
   float x;
   std::memcpy(&x, &u, sizeof(x));
   return x;
@@ -174,12 +189,14 @@ inline float Load(const bf16_t *p, int64_t i) {
 inline void Store(bf16_t *p, int64_t i, float x) {
   uint32_t u;
   std::memcpy(&u, &x, sizeof(u));
+  uint16_t bits;
   if ((u & 0x7fffffffu) > 0x7f800000u) {  // NaN stays a quiet NaN
-    p[i].bits = static_cast<uint16_t>((u >> 16) | 0x40u);
-    return;
+    bits = static_cast<uint16_t>((u >> 16) | 0x40u);
+  } else {
+    u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+    bits = static_cast<uint16_t>(u >> 16);
   }
-  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
-  p[i].bits = static_cast<uint16_t>(u >> 16);
+  std::memcpy(&p[i], &bits, sizeof(bits));
 }
 
 // ---- threading: split [0, n) into contiguous chunks, one per thread. Element-wise kernels write disjoint

@@ -87,7 +87,7 @@ int Adagrad32Kernel(int nparam, void **params, int *ndims, int64_t **shapes, con
   }
   ScalarInputs k;
   if (int st = ReadScalars(a, kScalars, count, &k); st != kOk) return st;
-  *static_cast<float *>(params[kOut]) = 1.0f;
+  if (int st = SetFlag(a, kOut); st != kOk) return st;  // the last check; the first write
   ParallelForTensors(count, sizes.data(), [&](int t, int64_t b, int64_t e) {
     DispatchFloat(a.dtype(kParam + t), [&](auto tag) {
       using P = decltype(tag);
@@ -765,7 +765,7 @@ int Adagrad8Kernel(int nparam, void **params, int *ndims, int64_t **shapes, cons
   if (int st = ReadScalars(a, kScalars, count, &k); st != kOk) return st;
   const quant8::Tables &t8 = quant8::HostTables();
   if (!t8.ok) return Reject(kBadScalar, "the 8-bit code tables failed their self-check");
-  *static_cast<float *>(params[kOut]) = 1.0f;
+  if (int st = SetFlag(a, kOut); st != kOk) return st;  // the last check; the first write
 
   // Runs fn(P{}, p, q, absmax, g) for tensor t, P its parameters' storage type.
   auto with_tensor = [&](int t, auto &&fn) {
@@ -837,7 +837,7 @@ int LayoutKernel(int nparam, void **params, int *ndims, int64_t **shapes, const 
                   "ms_optim reads version %d; its codes would be read as other values (docs/adagrad.md, \"Versions "
                   "and checkpoints\")", static_cast<int>(layout), quant8::kLayoutVersion);
   }
-  *static_cast<float *>(params[kOut]) = 1.0f;
+  if (int st = SetFlag(a, kOut); st != kOk) return st;  // the last check; the first write
   return kOk;
 }
 

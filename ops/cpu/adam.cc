@@ -327,7 +327,7 @@ int AdamTensorsKernel(int nparam, void **params, int *ndims, int64_t **shapes, c
   for (int t = 0; t < count; ++t) {
     scalars[t] = kBelief ? AdaBeliefScalarsOf(a, kScalars, t) : AdamScalarsOf(a, kScalars, t);
   }
-  *static_cast<float *>(params[kOut]) = 1.0f;  // flag output; the work is the side effect
+  if (int st = SetFlag(a, kOut); st != kOk) return st;  // the last check; the first write
   ParallelForTensors(count, sizes.data(), [&](int t, int64_t b, int64_t e) {
     const AdamScalars &s = scalars[t];
     void *vhat = kAmsgrad ? params[kVhat + t] : nullptr;
@@ -387,7 +387,7 @@ int CheckRowsKernel(int nparam, void **params, int *ndims, int64_t **shapes, con
   constexpr int kParam = 0, kIndices = 1, kOut = 2;
   if (nparam != kOut + 1) return RejectArgCount(nparam, kOut + 1);
   if (int st = CheckRowIndices(a, kParam, kIndices); st != kOk) return st;
-  *static_cast<float *>(params[kOut]) = 1.0f;
+  if (int st = SetFlag(a, kOut); st != kOk) return st;  // the last check; the first write
   return kOk;
 }
 
@@ -417,7 +417,7 @@ int LazyAdamKernel(int nparam, void **params, int *ndims, int64_t **shapes, cons
   if (int st = CheckRowIndices(a, kParam, kIndices); st != kOk) return st;
   if (int st = CheckAdamScalars(a, kScalars); st != kOk) return st;
   const AdamScalars s = AdamScalarsOf(a, kScalars);
-  *static_cast<float *>(params[kOut]) = 1.0f;
+  if (int st = SetFlag(a, kOut); st != kOk) return st;  // the last check; the first write
 
   const int64_t rows = shapes[kParam][0], nnz = shapes[kIndices][0];
   const int64_t row_size = rows > 0 ? a.numel(kParam) / rows : 0;

@@ -271,7 +271,7 @@ int CameFactored(int nparam, void **params, int *ndims, int64_t **shapes, const 
   float lr, beta2t;
   CameHyper h;
   if (int st = ReadHyper(a, kLr, kBeta2t, kHyper, &lr, &beta2t, &h); st != kOk) return st;
-  *static_cast<float *>(params[kOut]) = 1.0f;
+  if (int st = SetFlag(a, kOut); st != kOk) return st;  // the last check; the first write
 
   const int64_t rows = shapes[kParam][nd - 2], cols = shapes[kParam][nd - 1];
   const int64_t n = a.numel(kParam), slices = rows * cols > 0 ? n / (rows * cols) : 0;
@@ -349,7 +349,7 @@ int CameUnfactored(int nparam, void **params, int *ndims, int64_t **shapes, cons
   float lr, beta2t;
   CameHyper h;
   if (int st = ReadHyper(a, kLr, kBeta2t, kHyper, &lr, &beta2t, &h); st != kOk) return st;
-  *static_cast<float *>(params[kOut]) = 1.0f;
+  if (int st = SetFlag(a, kOut); st != kOk) return st;  // the last check; the first write
   const int64_t n = a.numel(kParam);
   if (n == 0) return kOk;
   // One (rows = 1) slice per block of kRowsPerBlock * 1024 elements: fixed blocks, partial sums added in order.
