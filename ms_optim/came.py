@@ -9,29 +9,36 @@ from mindspore.ops import functional as F
 from ms_optim import _validation as check
 from ms_optim import kernels
 from ms_optim.functional import came as reference
+from ms_optim.functional.multi_tensor import one_per_parameter, per_tensor_vector
 from ms_optim.kernels import UPDATE_FNS
 
 _came_opt = C.MultitypeFuncGraph("ms_optim_came_opt")
+
+# UPDATE_FNS[key] of Came: the reference update of one parameter with a factored / a full second moment, and the
+# fused update of every parameter at once (None where not called).
+_FACTORED, _UNFACTORED, _ALL = 0, 1, 2
 
 
 @_came_opt.register("String", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
                     "Tensor", "Tensor", "Tensor", "Bool")
 def _came_step(key, beta2t, lr, grad, param, m, row, col, insta_row, insta_col, sq, hyper, factored):
     if factored:
-        return F.depend(True, UPDATE_FNS[key][0](param, m, row, col, insta_row, insta_col, grad, lr, beta2t, hyper))
-    return F.depend(True, UPDATE_FNS[key][1](param, m, sq, grad, lr, beta2t, hyper))
+        return F.depend(True, UPDATE_FNS[key][_FACTORED](param, m, row, col, insta_row, insta_col, grad, lr, beta2t,
+                                                         hyper))
+    return F.depend(True, UPDATE_FNS[key][_UNFACTORED](param, m, sq, grad, lr, beta2t, hyper))
 
 
-def _select_update_fns(impl):
-    """(factored, unfactored) update functions: fused kernels or the reference functions (same signatures)."""
+def _select_update_fns(impl, count):
+    """(factored, unfactored, all) update functions (see _FACTORED ...): the reference functions, one parameter per
+    call, or the fused kernel updating the ``count`` parameters in one call."""
     if impl == "reference":
-        return (reference.came_factored, reference.came_unfactored)
-    factored = kernels.inplace_kernel("came", "MsOptimCameFactored",
-                                      ("param", "m", "row", "col", "insta_row", "insta_col"),
-                                      ("grad", "lr", "beta2t", "hyper"))
-    unfactored = kernels.inplace_kernel("came", "MsOptimCameUnfactored", ("param", "m", "sq"),
-                                        ("grad", "lr", "beta2t", "hyper"))
-    return (factored, unfactored)
+        return (reference.came_factored, reference.came_unfactored, None)
+    op = kernels.multi_tensor_kernel("came", "MsOptimCame", ("param", "m", "row", "col", "insta_row", "insta_col",
+                                                             "sq"), ("grad",), ("lr", "beta2t", "hyper"), count)
+
+    def update(params, m, row, col, insta_row, insta_col, sq, grads, lr, beta2t, hyper):
+        return op(*params, *m, *row, *col, *insta_row, *insta_col, *sq, *grads, lr, beta2t, hyper)
+    return (None, None, update)
 
 
 def _factored_shapes(shape):
@@ -180,8 +187,13 @@ class Came(nn.Optimizer):
         self.hyper = tuple(Tensor([beta1, beta3, eps[0], eps[1], eps[2], clip_threshold, wd,
                                    1.0 if scale_parameter else 0.0], mstype.float32) for wd in decays)
         self.factored = tuple(len(p.shape) >= 2 for p in self._parameters)
-        self._update_key = kernels.register_update_fns(f"came-{resolved_impl}",
-                                                       lambda: _select_update_fns(resolved_impl))
+        count = len(self._parameters)
+        self._update_key = kernels.register_update_fns(f"came-{resolved_impl}-count{count}",
+                                                       lambda: _select_update_fns(resolved_impl, count))
+        # The fused update of every parameter in one kernel call, its hyper-parameters 8 per parameter in one tensor.
+        self._one_call = resolved_impl == "fused"
+        self._hyper_all = Tensor([[beta1, beta3, eps[0], eps[1], eps[2], clip_threshold, wd,
+                                   1.0 if scale_parameter else 0.0] for wd in decays], mstype.float32).reshape(-1)
 
     @staticmethod
     def _check_groups(name, params, relative_step):
@@ -224,6 +236,13 @@ class Came(nn.Optimizer):
         beta2t = 1.0 - F.pow(step, self.decay_rate)
         if self.relative_step:
             lr = reference.relative_step_lr(step, self.warmup_init)
+        if self._one_call:
+            if self.is_group_lr and not self.relative_step:
+                lr = per_tensor_vector(lr)
+            done = UPDATE_FNS[self._update_key][_ALL](
+                self._parameters, self.exp_avg, self.exp_avg_sq_row, self.exp_avg_sq_col, self.exp_avg_insta_row,
+                self.exp_avg_insta_col, self.exp_avg_sq, gradients, lr, beta2t, self._hyper_all)
+            return one_per_parameter(done, self._parameters)
         # Spelled out (no replicated learning-rate tuple, no unpacked state tuple): those compile several times
         # slower with many parameters, see Adam.construct.
         if self.is_group_lr and not self.relative_step:

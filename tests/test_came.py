@@ -375,3 +375,99 @@ def test_checkpoint_round_trip_continues_on_the_same_trajectory(mode, tmp_path):
         step2(x, y)
     for a, b in zip(straight, [p.asnumpy() for p in net2.trainable_params()]):
         np.testing.assert_array_equal(b, a)
+
+
+# ---- the fused kernel through ctypes: one call for every parameter of a step
+
+KERNEL_SHAPES = [(130, 70), (7,), (2, 3, 4), (), (0, 5), (1, 1), (70001,), (3, 65, 129)]
+
+
+def _kernel_tensors(rng, param_dtype, state_dtype):
+    """[params, m, row, col, insta_row, insta_col, sq, grads] for KERNEL_SHAPES, states as Came lays them out
+    (unused ones of shape (1,)), started away from zero."""
+    def factored(s):
+        return (s[:-1], s[:-2] + s[-1:], (1,)) if len(s) >= 2 else ((1,), (1,), s)
+
+    def state(shape):
+        return np.asarray(np.abs(rng.standard_normal(shape)) * 0.01 + 1e-3, state_dtype)
+
+    def values(shape):
+        return np.asarray(rng.standard_normal(shape), param_dtype)
+
+    lists = [[values(s) for s in KERNEL_SHAPES], [state(s) for s in KERNEL_SHAPES]]
+    for k in (0, 1, 0, 1, 2):  # row, col, insta_row, insta_col, sq
+        lists.append([state(factored(s)[k]) for s in KERNEL_SHAPES])
+    lists.append([values(s) for s in KERNEL_SHAPES])
+    return lists
+
+
+def test_one_kernel_call_equals_one_call_per_tensor():
+    """MsOptimCame updates N tensors as N calls of one tensor would, bit for bit (each tensor's sums are its own,
+    in a fixed order), with lr and hyper given once or per tensor, factored and full second moments, float32 and
+    float16 parameters and state mixed, 0-d, empty and 1-element tensors; over 3 steps. (Against the per-parameter
+    kernels it replaced, checked bit for bit over 1 - 3 threads when it came: docs/came.md.)"""
+    import ctypes
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _kernel_abi import call
+    from ms_optim.kernels import _build
+    lib = ctypes.CDLL(_build.locate_library("came"))
+    lib.MsOptimLastError.restype = ctypes.c_char_p
+    f32 = lambda *x: np.array(x, np.float32)  # noqa: E731
+    count = len(KERNEL_SHAPES)
+    hyper = np.concatenate([f32(0.9, 0.99, 1e-30, 1e-3, 1e-16, 0.5 + i % 2, 0.1 * (i % 3), float(i % 2))
+                            for i in range(count)])
+    lrs = f32(*[0.01 * (1 + i) for i in range(count)])
+    for param_dtype, state_dtype, per_tensor in ((np.float32, np.float32, True), (np.float16, np.float32, True),
+                                                  (np.float32, np.float16, False)):
+        rng = np.random.default_rng(4)
+        one = _kernel_tensors(rng, param_dtype, state_dtype)
+        each = [[x.copy() for x in group] for group in one]
+        flag = np.zeros(1, np.float32)
+        for step in range(1, 4):
+            beta2t = f32(1 - step ** -0.8)
+            lr, hyper_all = (lrs, hyper) if per_tensor else (lrs[:1], hyper[:8])
+            args = [x for group in one for x in group] + [lr, beta2t, hyper_all, flag]
+            assert call(lib, "MsOptimCame", args) == 0, lib.MsOptimLastError()
+            for t in range(count):
+                lr_t, hyper_t = (lrs[t:t + 1], hyper[8 * t:8 * t + 8]) if per_tensor else (lrs[:1], hyper[:8])
+                args = [group[t] for group in each] + [lr_t, beta2t, hyper_t, flag]
+                assert call(lib, "MsOptimCame", args) == 0, lib.MsOptimLastError()
+        for k, (a_group, b_group) in enumerate(zip(one, each)):
+            for t, (a, b) in enumerate(zip(a_group, b_group)):
+                assert np.array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8)), (k, t)
+        assert not np.array_equal(one[0][0], _kernel_tensors(np.random.default_rng(4), param_dtype,
+                                                              state_dtype)[0][0]), "nothing moved"
+
+
+@pytest.mark.parametrize("corrupt,message", [
+    (lambda lists, s: lists[2].__setitem__(2, np.zeros((2, 4), np.float32)), "'row[2]' has shape [2, 4], expected "
+                                                                              "param[2].shape[:-1]"),
+    (lambda lists, s: lists[3].__setitem__(0, np.zeros(71, np.float32)), "'col[0]' has shape [71]"),
+    (lambda lists, s: lists[6].__setitem__(1, np.zeros(6, np.float32)), "'sq[1]' has shape [6]"),
+    (lambda lists, s: lists[5].__setitem__(7, lists[5][7].astype(np.float16)), "'insta_col[7]' has dtype float16"),
+    (lambda lists, s: lists[7].__setitem__(6, np.zeros(70000, np.float32)), "'grad[6]' has shape [70000]"),
+    (lambda lists, s: s.__setitem__(0, np.zeros(3, np.float32)), "'lr' must be a float32 tensor of 1 or 8 values"),
+    (lambda lists, s: s.__setitem__(2, np.zeros(9, np.float32)), "'hyper' must be 8 float32 values (or 8 per"),
+    (lambda lists, s: s.__setitem__(3, np.zeros(2, np.float32)), "the flag output must be one float32 value"),
+], ids=["row", "col", "sq", "insta-dtype", "grad", "lr", "hyper", "flag"])
+def test_kernel_refuses_any_bad_input_before_any_write(corrupt, message):
+    import ctypes
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _kernel_abi import call
+    from ms_optim.kernels import _build
+    lib = ctypes.CDLL(_build.locate_library("came"))
+    lib.MsOptimLastError.restype = ctypes.c_char_p
+    lists = _kernel_tensors(np.random.default_rng(2), np.float32, np.float32)
+    scalars = [np.array([0.01], np.float32), np.array([0.5], np.float32),
+               np.array([0.9, 0.99, 1e-30, 1e-3, 1e-16, 1.0, 0.0, 0.0], np.float32), np.zeros(1, np.float32)]
+    corrupt(lists, scalars)
+    before = [x.copy() for group in lists for x in group] + [x.copy() for x in scalars]
+    args = [x for group in lists for x in group] + scalars
+    assert call(lib, "MsOptimCame", args) != 0
+    assert message in lib.MsOptimLastError().decode()
+    for a, b in zip(args, before):
+        np.testing.assert_array_equal(a, b)

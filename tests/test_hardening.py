@@ -423,11 +423,11 @@ def test_lazy_adam_sparse_gradient_of_no_rows(use_nesterov):
     ("adagrad", "MsOptimAdagrad", lambda: [np.ones(8, np.float32), np.zeros(8, np.float32), np.ones(8, np.float32),
                                            *[np.array([x], np.float32) for x in (0.1, 1.0, 0.0, 1e-10)],
                                            np.zeros(1, np.float32)]),
-    ("came", "MsOptimCameUnfactored", lambda: [np.ones(8, np.float32), np.zeros(8, np.float32),
-                                               np.zeros(8, np.float32), np.ones(8, np.float32),
-                                               np.array([0.1], np.float32), np.array([0.5], np.float32),
-                                               np.array([0.9, 0.99, 1e-30, 1e-3, 1e-16, 1.0, 0.0, 0.0], np.float32),
-                                               np.zeros(1, np.float32)]),
+    ("came", "MsOptimCame", lambda: [np.ones(8, np.float32), np.zeros(8, np.float32), *[np.zeros(1, np.float32)] * 4,
+                                     np.zeros(8, np.float32), np.ones(8, np.float32), np.array([0.1], np.float32),
+                                     np.array([0.5], np.float32),
+                                     np.array([0.9, 0.99, 1e-30, 1e-3, 1e-16, 1.0, 0.0, 0.0], np.float32),
+                                     np.zeros(1, np.float32)]),
 ], ids=lambda x: x if isinstance(x, str) else None)
 def test_flag_output_of_the_wrong_size_is_refused_before_any_write(family, symbol, arrays):
     """The flag output (one float32) is checked with the inputs: an empty or float64 one is refused, and nothing,

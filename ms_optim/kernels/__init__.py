@@ -167,8 +167,9 @@ def _checked(symbol, names, written, out_shape, out_dtype, input_dtypes):
     return check_shapes, check_dtypes
 
 
-# State inputs with one element per parameter element (the factored rows/columns and block scales are not).
-_ELEMENTWISE_STATE = ("m", "v", "vhat", "accum", "code", "sq")
+# State inputs with one element per parameter element (the factored rows/columns and block scales are not, nor is
+# CAME's full second moment 'sq', which only its parameters of fewer than two axes use: the kernel checks it).
+_ELEMENTWISE_STATE = ("m", "v", "vhat", "accum", "code")
 
 
 def _kernel(family, symbol, written, read, out_shape, out_dtype, input_dtypes=None):

@@ -1,15 +1,20 @@
-// Fused CAME kernels for the CPU (mindspore.ops.Custom, func_type="aot"): the whole update of one parameter,
-// row/column reductions included, in four passes over memory for factored parameters (five with scale_parameter,
-// whose RMS(p) is one more read of p):
+// Fused CAME kernel for the CPU (mindspore.ops.Custom, func_type="aot"): the whole update of every parameter of a
+// step in one call, row/column reductions included. A parameter with two or more axes (factored second moment)
+// takes four passes over memory (five with scale_parameter, whose RMS(p) is one more read of p):
 //   A  read g (and p):  row and column means of U = g*g + eps0 (and RMS(p) for scale_parameter)
 //   B  read g:          RMS of u = g * rsqrt(R[r] / mean(R)) * rsqrt(C[c])
 //   C  read g, m:       u *= 1/max(RMS(u)/clip, 1); m = beta1 m + (1-beta1) u (written);
 //                       row and column means of I = (u - m)^2 + eps2
 //   D  read p, m:       p = p + p*(-wd)*lr_t;  p = p - rsqrt(Ri[r] / mean(Ri)) * rsqrt(Ci[c]) * m * lr_t
+// Each pass depends on a sum over the whole tensor from the one before, so four is the least; 32 B per element
+// against Adam's 28. A parameter with fewer axes (full second moment V) takes three: V and u = g / sqrt(V), the
+// RMS of u, then m and p. Every pass runs for all the tensors of the call in one parallel region (their row blocks
+// laid end to end), where one call per tensor made four regions each and one MindSpore launch each.
 // beta1 = 0 skips the confidence term (p -= m * lr_t; the instability states stay), see the reference path.
 // The formula, the operation order and the meaning of every state are those of the reference path,
 // ms_optim/functional/came.py. Reductions run over fixed row blocks and fixed lanes, combined in a fixed order,
-// so results do not depend on the thread count. Math is float32 whatever the storage types.
+// so results do not depend on the thread count nor on the other tensors of the call. Math is float32 whatever
+// the storage types.
 #include "aot_support.h"
 
 namespace ms_optim {
@@ -25,18 +30,25 @@ struct CameHyper {
   bool scale_parameter;
 };
 
-int ReadHyper(const AotArgs &a, int lr_i, int beta2t_i, int hyper_i, float *lr, float *beta2t, CameHyper *h) {
-  if (!a.is_f32_scalar(lr_i)) return a.reject_scalar(lr_i, "lr");
-  if (!a.is_f32_scalar(beta2t_i)) return a.reject_scalar(beta2t_i, "beta2t");
-  if (a.dtype(hyper_i) != DType::kF32 || a.numel(hyper_i) != 8) {
-    return Reject(kBadScalar, "'hyper' must be 8 float32 values, but has dtype %s and shape %s", a.dtypes[hyper_i],
-                  a.shape_str(hyper_i).c_str());
+constexpr int kHyperSize = 8;
+
+// The scalar inputs from `first` on: lr (1 value, or one per tensor: group learning rates), beta2t (1) and hyper
+// (8 float32 values, or 8 per tensor: group weight decays), checked once per call.
+int CheckCameScalars(const AotArgs &a, int first, int tensors) {
+  if (int st = CheckPerTensorScalar(a, first, "lr", tensors); st != kOk) return st;
+  if (!a.is_f32_scalar(first + 1)) return a.reject_scalar(first + 1, "beta2t");
+  const int64_t values = a.numel(first + 2);
+  if (a.dtype(first + 2) != DType::kF32 || (values != kHyperSize && values != int64_t{kHyperSize} * tensors)) {
+    return Reject(kBadScalar, "'hyper' must be %d float32 values (or %d per tensor of a call of %d), but has dtype "
+                  "%s and shape %s", kHyperSize, kHyperSize, tensors, a.dtypes[first + 2],
+                  a.shape_str(first + 2).c_str());
   }
-  const float *x = static_cast<const float *>(a.params[hyper_i]);
-  *lr = a.scalar(lr_i);
-  *beta2t = a.scalar(beta2t_i);
-  *h = CameHyper{x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7] > 0.0f};
   return kOk;
+}
+
+CameHyper CameHyperOf(const AotArgs &a, int hyper_i, int t) {
+  const float *x = static_cast<const float *>(a.params[hyper_i]) + (a.numel(hyper_i) == kHyperSize ? 0 : kHyperSize * t);
+  return CameHyper{x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7] > 0.0f};
 }
 
 constexpr int64_t kRowsPerBlock = 64;  // fixed: the column partial sums, and so the results, depend on it only
@@ -48,48 +60,10 @@ struct RowBlocks {
   int64_t slice(int64_t block) const { return block / blocks_per_slice; }
   int64_t first_row(int64_t block) const { return (block % blocks_per_slice) * kRowsPerBlock; }
   int64_t end_row(int64_t block) const { return std::min(rows, first_row(block) + kRowsPerBlock); }
-  // Runs fn(block) for every block, spread over threads.
-  template <typename Fn>
-  void ForEach(Fn &&fn) const {
-    const int64_t per_block = std::max<int64_t>(1, kRowsPerBlock * cols);
-    ParallelFor(count(), [&](int64_t b, int64_t e) { for (int64_t k = b; k < e; ++k) fn(k); },
-                std::max<int64_t>(1, kMinElementsPerThread / per_block), 1);
-  }
 };
 
-// Per-row sums (row_sums[slice*rows + r]) and per-column sums (col_sums[slice*cols + c]) over a
-// [slices, rows, cols] tensor: row_fn(slice, row, offset of the row, col_acc) returns the row's sum and adds
-// its values into col_acc, the column partial of the row's block; block partials are then added in order.
-template <typename Fn>
-void RowColSums(const RowBlocks &rb, std::vector<float> *row_sums, std::vector<float> *col_sums, Fn &&row_fn) {
-  std::vector<float> partial(rb.count() * rb.cols, 0.0f);
-  row_sums->assign(rb.slices * rb.rows, 0.0f);
-  rb.ForEach([&](int64_t block) {
-    const int64_t s = rb.slice(block);
-    for (int64_t r = rb.first_row(block); r < rb.end_row(block); ++r) {
-      (*row_sums)[s * rb.rows + r] = row_fn(s, r, (s * rb.rows + r) * rb.cols, &partial[block * rb.cols]);
-    }
-  });
-  // Each column adds its blocks' partials in block order; columns are independent, so they are spread over threads.
-  col_sums->assign(rb.slices * rb.cols, 0.0f);
-  ParallelFor(rb.slices * rb.cols, [&](int64_t begin, int64_t end) {
-    for (int64_t sc = begin; sc < end; ++sc) {
-      const int64_t s = sc / rb.cols, c = sc % rb.cols;
-      float total = 0.0f;
-      for (int64_t b = 0; b < rb.blocks_per_slice; ++b) total += partial[(s * rb.blocks_per_slice + b) * rb.cols + c];
-      (*col_sums)[sc] = total;
-    }
-  }, std::max<int64_t>(1, kMinElementsPerThread / std::max<int64_t>(1, rb.blocks_per_slice)));
-}
-
-// Runs row_fn(slice, row, offset of the row) for every row, spread over threads; per-row results stay per row.
-template <typename Fn>
-void ForEachRow(const RowBlocks &rb, Fn &&row_fn) {
-  rb.ForEach([&](int64_t block) {
-    const int64_t s = rb.slice(block);
-    for (int64_t r = rb.first_row(block); r < rb.end_row(block); ++r) row_fn(s, r, (s * rb.rows + r) * rb.cols);
-  });
-}
+// Unfactored parameters are summed in fixed blocks of this many elements, the partial sums added in order.
+constexpr int64_t kFlatBlock = kRowsPerBlock * 1024;
 
 // Sum over all rows of a per-row quantity, rows added in order.
 inline float SumInOrder(const std::vector<float> &v) {
@@ -236,178 +210,337 @@ void RowParamAny(P *p, const S *m, float rf, const float *cf, float decay, float
   else RowParam(p, m, rf, cf, decay, lr_t, cols);
 }
 
-// Inputs: param, m, row, col, insta_row, insta_col, grad, lr, beta2t, hyper -> flag (float32, 1).
-// row: param.shape[:-1]; col: param.shape[:-2] + param.shape[-1:]; m: param.shape.
-int CameFactored(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  const AotArgs a{nparam, params, ndims, shapes, dtypes};
-  constexpr int kParam = 0, kM = 1, kRow = 2, kCol = 3, kIRow = 4, kICol = 5, kGrad = 6, kLr = 7, kBeta2t = 8,
-                kHyper = 9, kOut = 10;
-  if (nparam != kOut + 1) return RejectArgCount(nparam, kOut + 1);
-  const int nd = ndims[kParam];
-  if (nd < 2) return Reject(kBadShape, "'param' must have two or more axes, but has shape %s", a.shape_str(kParam).c_str());
-  if (!a.same_shape(kGrad, kParam)) return a.reject_shape(kGrad, "grad", kParam, "param");
-  if (!a.same_shape(kM, kParam)) return a.reject_shape(kM, "m", kParam, "param");
-  const std::pair<int, const char *> row_states[] = {{kRow, "row"}, {kIRow, "insta_row"}};
-  for (const auto &[i, name] : row_states) {  // rows: param.shape[:-1]
-    if (!SameShape(ndims[i], shapes[i], nd - 1, shapes[kParam])) {
-      return Reject(kBadShape, "'%s' has shape %s, expected param.shape[:-1] (param: %s)", name,
-                    a.shape_str(i).c_str(), a.shape_str(kParam).c_str());
-    }
-  }
-  const std::pair<int, const char *> col_states[] = {{kCol, "col"}, {kICol, "insta_col"}};
-  for (const auto &[i, name] : col_states) {  // cols: param.shape[:-2] + param.shape[-1:]
-    if (ndims[i] != nd - 1 || shapes[i][nd - 2] != shapes[kParam][nd - 1] ||
-        !SameShape(nd - 2, shapes[i], nd - 2, shapes[kParam])) {
-      return Reject(kBadShape, "'%s' has shape %s, expected param.shape[:-2] + param.shape[-1:] (param: %s)", name,
-                    a.shape_str(i).c_str(), a.shape_str(kParam).c_str());
-    }
-  }
-  const DType param_t = a.dtype(kParam), state_t = a.dtype(kM);
-  if (a.dtype(kGrad) != param_t) return a.reject_dtype(kGrad, "grad", dtypes[kParam]);
-  const std::pair<int, const char *> states[] = {{kRow, "row"}, {kCol, "col"}, {kIRow, "insta_row"}, {kICol, "insta_col"}};
-  for (const auto &[i, name] : states) {
-    if (a.dtype(i) != state_t) return a.reject_dtype(i, name, dtypes[kM]);
-  }
-  float lr, beta2t;
-  CameHyper h;
-  if (int st = ReadHyper(a, kLr, kBeta2t, kHyper, &lr, &beta2t, &h); st != kOk) return st;
-  if (int st = SetFlag(a, kOut); st != kOk) return st;  // the last check; the first write
+// One tensor of a call: its inputs, its scalars and the per-row (per-block) results the passes hand on.
+struct CameTensor {
+  int64_t n = 0;
+  bool factored = false;
+  RowBlocks rb{};          // factored: [slices, rows, cols] in blocks of rows
+  int64_t flat_blocks = 0;  // unfactored: blocks of kFlatBlock elements
+  DType param_t = DType::kF32, state_t = DType::kF32;
+  void *p = nullptr, *m = nullptr, *row = nullptr, *col = nullptr, *irow = nullptr, *icol = nullptr, *sq = nullptr;
+  const void *g = nullptr;
+  float lr = 0.0f, lr_t = 0.0f, inv_clip = 1.0f;
+  CameHyper h{};
+  std::vector<float> sums;       // per row (factored) or per block (unfactored) of the pass that sums
+  std::vector<float> partial;    // factored: column partial sums, one row of `cols` per block
+  std::vector<float> col_sums, row_factor, col_factor;
+  std::vector<float> u;          // unfactored: the normalised update, between its passes
+  int64_t items() const { return factored ? rb.count() : flat_blocks; }
+};
 
-  const int64_t rows = shapes[kParam][nd - 2], cols = shapes[kParam][nd - 1];
-  const int64_t n = a.numel(kParam), slices = rows * cols > 0 ? n / (rows * cols) : 0;
-  if (n == 0) return kOk;
-  const RowBlocks rb{slices, rows, cols, (rows + kRowsPerBlock - 1) / kRowsPerBlock};
-
-  return DispatchFloatPair(param_t, state_t, [&](auto param_tag, auto state_tag) {
-    using P = decltype(param_tag);
-    using S = decltype(state_tag);
-    P *p = static_cast<P *>(params[kParam]);
-    const P *g = static_cast<const P *>(params[kGrad]);
-    S *m = static_cast<S *>(params[kM]);
-    std::vector<float> row_sums, col_sums, row_factor, col_factor;
-
-    // A: second-moment averages of U = g*g + eps0; RMS(p) for scale_parameter.
-    RowColSums(rb, &row_sums, &col_sums, [&](int64_t, int64_t, int64_t off, float *col_acc) {
-      return RowSquaresAny(g + off, cols, h.eps0, col_acc);
-    });
-    float lr_t = lr;
-    if (h.scale_parameter) {
-      std::vector<float> p_sq(slices * rows);
-      ForEachRow(rb, [&](int64_t s, int64_t r, int64_t off) { p_sq[s * rows + r] = RowNormSquaredAny(p + off, cols); });
-      lr_t = lr * AtLeast(std::sqrt(SumInOrder(p_sq) / static_cast<float>(n)), h.eps1);
-    }
-    const std::vector<float> row_avg =
-        UpdateAverage(static_cast<S *>(params[kRow]), row_sums, static_cast<float>(cols), beta2t);
-    const std::vector<float> col_avg =
-        UpdateAverage(static_cast<S *>(params[kCol]), col_sums, static_cast<float>(rows), beta2t);
-    InverseSqrtFactors(rb, row_avg, col_avg, &row_factor, &col_factor);
-
-    // B: RMS of the normalised update u = g * rsqrt(R[r] / mean(R)) * rsqrt(C[c]).
-    std::vector<float> u_sq(slices * rows);
-    ForEachRow(rb, [&](int64_t s, int64_t r, int64_t off) {
-      u_sq[s * rows + r] = RowUpdateSquaresAny(g + off, row_factor[s * rows + r], &col_factor[s * cols], cols);
-    });
-    const float inv_clip = 1.0f / AtLeast(std::sqrt(SumInOrder(u_sq) / static_cast<float>(n)) / h.clip, 1.0f);
-
-    // C: first moment (written) and the instability averages.
-    RowColSums(rb, &row_sums, &col_sums, [&](int64_t s, int64_t r, int64_t off, float *col_acc) {
-      thread_local std::vector<float> scratch;
-      scratch.resize(cols);
-      return RowMomentAny(g + off, m + off, row_factor[s * rows + r], &col_factor[s * cols], inv_clip, h.beta1,
-                          h.eps2, cols, col_acc, scratch.data());
-    });
-    if (h.beta1 > 0.0f) {
-      const std::vector<float> irow_avg =
-          UpdateAverage(static_cast<S *>(params[kIRow]), row_sums, static_cast<float>(cols), h.beta3);
-      const std::vector<float> icol_avg =
-          UpdateAverage(static_cast<S *>(params[kICol]), col_sums, static_cast<float>(rows), h.beta3);
-      InverseSqrtFactors(rb, irow_avg, icol_avg, &row_factor, &col_factor);
-    } else {  // beta1 = 0: no first moment, no confidence term (p -= m * lr_t); the instability states stay
-      std::fill(row_factor.begin(), row_factor.end(), 1.0f);
-      std::fill(col_factor.begin(), col_factor.end(), 1.0f);
-    }
-
-    // D: decoupled weight decay and the confidence-scaled step (m as stored).
-    ForEachRow(rb, [&](int64_t s, int64_t r, int64_t off) {
-      RowParamAny(p + off, m + off, row_factor[s * rows + r], &col_factor[s * cols], -h.weight_decay, lr_t, cols);
-    });
+// Calls fn(P{}, S{}) with the tensor's storage types (parameter and gradient; state).
+template <typename Fn>
+void Typed(const CameTensor &ct, Fn &&fn) {
+  DispatchFloatPair(ct.param_t, ct.state_t, [&](auto param_tag, auto state_tag) {
+    fn(param_tag, state_tag);
     return static_cast<int>(kOk);
   });
 }
 
-// Inputs: param, m, sq, grad, lr, beta2t, hyper -> flag; parameters with fewer than two axes (full second moment).
-int CameUnfactored(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  const AotArgs a{nparam, params, ndims, shapes, dtypes};
-  constexpr int kParam = 0, kM = 1, kSq = 2, kGrad = 3, kLr = 4, kBeta2t = 5, kHyper = 6, kOut = 7;
-  if (nparam != kOut + 1) return RejectArgCount(nparam, kOut + 1);
-  if (!a.same_shape(kGrad, kParam)) return a.reject_shape(kGrad, "grad", kParam, "param");
-  if (!a.same_shape(kM, kParam)) return a.reject_shape(kM, "m", kParam, "param");
-  if (!a.same_shape(kSq, kParam)) return a.reject_shape(kSq, "sq", kParam, "param");
-  const DType param_t = a.dtype(kParam), state_t = a.dtype(kM);
-  if (a.dtype(kGrad) != param_t) return a.reject_dtype(kGrad, "grad", dtypes[kParam]);
-  if (a.dtype(kSq) != state_t) return a.reject_dtype(kSq, "sq", dtypes[kM]);
-  float lr, beta2t;
-  CameHyper h;
-  if (int st = ReadHyper(a, kLr, kBeta2t, kHyper, &lr, &beta2t, &h); st != kOk) return st;
-  if (int st = SetFlag(a, kOut); st != kOk) return st;  // the last check; the first write
-  const int64_t n = a.numel(kParam);
-  if (n == 0) return kOk;
-  // One (rows = 1) slice per block of kRowsPerBlock * 1024 elements: fixed blocks, partial sums added in order.
-  constexpr int64_t kBlock = kRowsPerBlock * 1024;
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-  auto block_sums = [&](auto &&value) {
-    std::vector<float> sums(blocks);
-    ParallelFor(blocks, [&](int64_t b, int64_t e) {
-      for (int64_t k = b; k < e; ++k) {
-        const int64_t begin = k * kBlock, len = std::min(n, begin + kBlock) - begin;
-        sums[k] = LaneSum(len, [&](int64_t j) { return value(begin + j); });
-      }
-    }, std::max<int64_t>(1, kMinElementsPerThread / kBlock), 1);
-    return SumInOrder(sums);
-  };
+// Runs fn(tensor, item) for every item (row block, or flat block) of the tensors for which take(tensor) holds, in
+// one parallel region: the items of all the tensors laid end to end. Small calls (the many small tensors of a
+// model) stay on the calling thread.
+template <typename Take, typename Fn>
+void ForEachItem(std::vector<CameTensor> &tensors, Take &&take, Fn &&fn) {
+  std::vector<std::pair<int, int64_t>> items;
+  int64_t elements = 0;
+  for (int t = 0; t < static_cast<int>(tensors.size()); ++t) {
+    if (!take(tensors[t])) continue;
+    for (int64_t k = 0; k < tensors[t].items(); ++k) items.emplace_back(t, k);
+    elements += tensors[t].n;
+  }
+  const int64_t total = static_cast<int64_t>(items.size());
+  if (total == 0) return;
+  const int64_t min_items = elements >= 2 * kMinElementsPerThread ? 1 : total;
+  ParallelFor(total, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) fn(tensors[items[k].first], items[k].second);
+  }, min_items, 1);
+}
 
-  return DispatchFloatPair(param_t, state_t, [&](auto param_tag, auto state_tag) {
-    using P = decltype(param_tag);
-    using S = decltype(state_tag);
-    P *p = static_cast<P *>(params[kParam]);
-    const P *g = static_cast<const P *>(params[kGrad]);
-    S *m = static_cast<S *>(params[kM]), *sq = static_cast<S *>(params[kSq]);
-    float lr_t = lr;
-    if (h.scale_parameter) {
-      const float p_sq = block_sums([&](int64_t i) {
-        const float pi = Load(p, i);
-        return pi * pi;
-      });
-      lr_t = lr * AtLeast(std::sqrt(p_sq / static_cast<float>(n)), h.eps1);
+// Each factored tensor's column sums: its blocks' partial sums added in block order (columns are independent).
+void CombineColumns(std::vector<CameTensor> &tensors) {
+  std::vector<int> factored;
+  for (int t = 0; t < static_cast<int>(tensors.size()); ++t) {
+    if (tensors[t].factored && tensors[t].n > 0) factored.push_back(t);
+  }
+  ParallelFor(static_cast<int64_t>(factored.size()), [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      CameTensor &ct = tensors[factored[k]];
+      const RowBlocks &rb = ct.rb;
+      ct.col_sums.assign(rb.slices * rb.cols, 0.0f);
+      for (int64_t sc = 0; sc < rb.slices * rb.cols; ++sc) {
+        const int64_t s = sc / rb.cols, c = sc % rb.cols;
+        float total = 0.0f;
+        for (int64_t blk = 0; blk < rb.blocks_per_slice; ++blk) {
+          total += ct.partial[(s * rb.blocks_per_slice + blk) * rb.cols + c];
+        }
+        ct.col_sums[sc] = total;
+      }
     }
-    std::vector<float> u(n);
-    ParallelFor(n, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        const float gi = Load(g, i);
-        const float v = beta2t * Load(sq, i) + (1.0f - beta2t) * (gi * gi + h.eps0);
-        Store(sq, i, v);
-        u[i] = gi / std::sqrt(v);
+  }, 1, 1);
+}
+
+// Runs row_fn(slice, row, offset of the row) for the rows of block `block`.
+template <typename Fn>
+inline void RowsOf(const RowBlocks &rb, int64_t block, Fn &&row_fn) {
+  const int64_t s = rb.slice(block);
+  for (int64_t r = rb.first_row(block); r < rb.end_row(block); ++r) row_fn(s, r, (s * rb.rows + r) * rb.cols);
+}
+
+// The elements [begin, end) of flat block `block` of an unfactored tensor.
+inline std::pair<int64_t, int64_t> FlatRange(const CameTensor &ct, int64_t block) {
+  const int64_t begin = block * kFlatBlock;
+  return {begin, std::min(ct.n, begin + kFlatBlock)};
+}
+
+// Checks tensor t of the call (param, m, row, col, insta_row, insta_col, sq, grad lists start at first[0..7]).
+int CheckCameTensor(const AotArgs &a, const int *first, int t, int count) {
+  enum { kParam, kM, kRow, kCol, kIRow, kICol, kSq, kGrad };
+  static const char *const names[] = {"param", "m", "row", "col", "insta_row", "insta_col", "sq", "grad"};
+  const int i_param = first[kParam] + t;
+  const std::string param = TensorName("param", t, count);
+  const TensorChecks check{a, t, count, first[kParam], first[kGrad]};
+  if (int st = check.shapes(first[kM], "m"); st != kOk) return st;
+  const int nd = a.ndims[i_param];
+  const int64_t *shape = a.shapes[i_param];
+  if (nd >= 2) {
+    for (int k : {kRow, kIRow}) {  // rows: param.shape[:-1]
+      const int i = first[k] + t;
+      if (!SameShape(a.ndims[i], a.shapes[i], nd - 1, shape)) {
+        return Reject(kBadShape, "'%s' has shape %s, expected %s.shape[:-1] (%s)", TensorName(names[k], t, count).c_str(),
+                      a.shape_str(i).c_str(), param.c_str(), a.shape_str(i_param).c_str());
+      }
+    }
+    for (int k : {kCol, kICol}) {  // columns: param.shape[:-2] + param.shape[-1:]
+      const int i = first[k] + t;
+      if (a.ndims[i] != nd - 1 || a.shapes[i][nd - 2] != shape[nd - 1] || !SameShape(nd - 2, a.shapes[i], nd - 2, shape)) {
+        return Reject(kBadShape, "'%s' has shape %s, expected %s.shape[:-2] + %s.shape[-1:] (%s)",
+                      TensorName(names[k], t, count).c_str(), a.shape_str(i).c_str(), param.c_str(), param.c_str(),
+                      a.shape_str(i_param).c_str());
+      }
+    }
+  } else if (!a.same_shape(first[kSq] + t, i_param)) {
+    return a.reject_shape(first[kSq] + t, TensorName("sq", t, count).c_str(), i_param, param.c_str());
+  }
+  const DType state_t = a.dtype(first[kM] + t);
+  if (!IsStorageType(state_t)) return a.reject_dtype(first[kM] + t, TensorName("m", t, count).c_str(), kStorageTypes);
+  for (int k = kRow; k <= kSq; ++k) {  // every state, used or not, in the state dtype
+    if (a.dtype(first[k] + t) != state_t) {
+      return a.reject_dtype(first[k] + t, TensorName(names[k], t, count).c_str(), a.dtypes[first[kM] + t]);
+    }
+  }
+  return check.dtypes();
+}
+
+// Inputs (N tensors): param[N], m[N], row[N], col[N], insta_row[N], insta_col[N], sq[N], grad[N], lr (1 or N),
+// beta2t, hyper (8 or 8 per tensor) -> flag (float32, 1). A parameter with two or more axes is factored: row
+// param.shape[:-1], col param.shape[:-2] + param.shape[-1:] (insta_row, insta_col alike), sq unused; one with fewer
+// keeps sq (param's shape), the four others unused (mindformers gives them shape (1,)). Every input is checked
+// before anything is written.
+int CameTensorsKernel(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  const AotArgs a{nparam, params, ndims, shapes, dtypes};
+  constexpr int kLists = 8;
+  const int count = ListCount(nparam, kLists, 4);
+  if (count < 0) return kBadArgCount;
+  int first[kLists];
+  for (int k = 0; k < kLists; ++k) first[k] = k * count;
+  const int kScalars = kLists * count, kOut = kScalars + 3;
+  for (int t = 0; t < count; ++t) {
+    if (int st = CheckCameTensor(a, first, t, count); st != kOk) return st;
+  }
+  if (int st = CheckCameScalars(a, kScalars, count); st != kOk) return st;
+  if (int st = SetFlag(a, kOut); st != kOk) return st;  // the last check; the first write
+  const float beta2t = a.scalar(kScalars + 1);
+
+  std::vector<CameTensor> tensors(count);
+  for (int t = 0; t < count; ++t) {
+    CameTensor &ct = tensors[t];
+    ct.n = a.numel(t);
+    ct.factored = ndims[t] >= 2;
+    ct.param_t = a.dtype(t);
+    ct.state_t = a.dtype(first[1] + t);
+    ct.p = params[t];
+    ct.m = params[first[1] + t];
+    ct.row = params[first[2] + t];
+    ct.col = params[first[3] + t];
+    ct.irow = params[first[4] + t];
+    ct.icol = params[first[5] + t];
+    ct.sq = params[first[6] + t];
+    ct.g = params[first[7] + t];
+    ct.lr = ct.lr_t = PerTensorScalar(a, kScalars, t);
+    ct.h = CameHyperOf(a, kScalars + 2, t);
+    if (ct.n == 0) continue;  // items() is 0: no pass touches it
+    if (ct.factored) {
+      const int64_t rows = shapes[t][ndims[t] - 2], cols = shapes[t][ndims[t] - 1];
+      ct.rb = RowBlocks{ct.n / (rows * cols), rows, cols, (rows + kRowsPerBlock - 1) / kRowsPerBlock};
+    } else {
+      ct.flat_blocks = (ct.n + kFlatBlock - 1) / kFlatBlock;
+    }
+  }
+  auto every = [](const CameTensor &) { return true; };
+  auto factored_only = [](const CameTensor &ct) { return ct.factored; };
+
+  // scale_parameter: lr_t = lr * max(eps1, RMS(p)); p*p summed per row (factored) or per flat block.
+  auto scaled = [](const CameTensor &ct) { return ct.h.scale_parameter; };
+  for (CameTensor &ct : tensors) ct.sums.assign(ct.factored ? ct.rb.slices * ct.rb.rows : ct.flat_blocks, 0.0f);
+  ForEachItem(tensors, scaled, [&](CameTensor &ct, int64_t k) {
+    Typed(ct, [&](auto param_tag, auto) {
+      using P = decltype(param_tag);
+      const P *p = static_cast<const P *>(ct.p);
+      if (ct.factored) {
+        RowsOf(ct.rb, k, [&](int64_t s, int64_t r, int64_t off) {
+          ct.sums[s * ct.rb.rows + r] = RowNormSquaredAny(p + off, ct.rb.cols);
+        });
+      } else {
+        const auto [begin, end] = FlatRange(ct, k);
+        ct.sums[k] = LaneSum(end - begin, [&](int64_t j) {
+          const float pi = Load(p, begin + j);
+          return pi * pi;
+        });
       }
     });
-    const float u_sq = block_sums([&](int64_t i) { return u[i] * u[i]; });
-    const float inv_clip = 1.0f / AtLeast(std::sqrt(u_sq / static_cast<float>(n)) / h.clip, 1.0f);
-    const float decay = -h.weight_decay;
-    ParallelFor(n, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        const float mi = h.beta1 * Load(m, i) + (1.0f - h.beta1) * (u[i] * inv_clip);
+  });
+  for (CameTensor &ct : tensors) {
+    if (ct.h.scale_parameter && ct.n > 0) {
+      ct.lr_t = ct.lr * AtLeast(std::sqrt(SumInOrder(ct.sums) / static_cast<float>(ct.n)), ct.h.eps1);
+    }
+  }
+
+  // A (factored): row sums and column partials of U = g*g + eps0. Unfactored: V and u = g / sqrt(V).
+  for (CameTensor &ct : tensors) {
+    if (ct.factored) {
+      ct.sums.assign(ct.rb.slices * ct.rb.rows, 0.0f);
+      ct.partial.assign(ct.rb.count() * ct.rb.cols, 0.0f);
+    } else {
+      ct.u.resize(ct.n);
+    }
+  }
+  ForEachItem(tensors, every, [&](CameTensor &ct, int64_t k) {
+    Typed(ct, [&](auto param_tag, auto state_tag) {
+      using P = decltype(param_tag);
+      using S = decltype(state_tag);
+      const P *g = static_cast<const P *>(ct.g);
+      if (ct.factored) {
+        RowsOf(ct.rb, k, [&](int64_t s, int64_t r, int64_t off) {
+          ct.sums[s * ct.rb.rows + r] = RowSquaresAny(g + off, ct.rb.cols, ct.h.eps0, &ct.partial[k * ct.rb.cols]);
+        });
+      } else {
+        S *sq = static_cast<S *>(ct.sq);
+        const auto [begin, end] = FlatRange(ct, k);
+        for (int64_t i = begin; i < end; ++i) {
+          const float gi = Load(g, i);
+          const float v = beta2t * Load(sq, i) + (1.0f - beta2t) * (gi * gi + ct.h.eps0);
+          Store(sq, i, v);
+          ct.u[i] = gi / std::sqrt(v);
+        }
+      }
+    });
+  });
+  CombineColumns(tensors);
+  for (CameTensor &ct : tensors) {  // the second-moment averages (stored) and their inverse square roots
+    if (!ct.factored || ct.n == 0) continue;
+    Typed(ct, [&](auto, auto state_tag) {
+      using S = decltype(state_tag);
+      const std::vector<float> row_avg = UpdateAverage(static_cast<S *>(ct.row), ct.sums, static_cast<float>(ct.rb.cols), beta2t);
+      const std::vector<float> col_avg = UpdateAverage(static_cast<S *>(ct.col), ct.col_sums, static_cast<float>(ct.rb.rows), beta2t);
+      InverseSqrtFactors(ct.rb, row_avg, col_avg, &ct.row_factor, &ct.col_factor);
+    });
+  }
+
+  // B: the RMS of u, per row (factored) or per flat block.
+  for (CameTensor &ct : tensors) ct.sums.assign(ct.factored ? ct.rb.slices * ct.rb.rows : ct.flat_blocks, 0.0f);
+  ForEachItem(tensors, every, [&](CameTensor &ct, int64_t k) {
+    if (!ct.factored) {
+      const auto [begin, end] = FlatRange(ct, k);
+      ct.sums[k] = LaneSum(end - begin, [&](int64_t j) { return ct.u[begin + j] * ct.u[begin + j]; });
+      return;
+    }
+    Typed(ct, [&](auto param_tag, auto) {
+      using P = decltype(param_tag);
+      const P *g = static_cast<const P *>(ct.g);
+      RowsOf(ct.rb, k, [&](int64_t s, int64_t r, int64_t off) {
+        ct.sums[s * ct.rb.rows + r] = RowUpdateSquaresAny(g + off, ct.row_factor[s * ct.rb.rows + r],
+                                                          &ct.col_factor[s * ct.rb.cols], ct.rb.cols);
+      });
+    });
+  });
+  for (CameTensor &ct : tensors) {
+    if (ct.n > 0) ct.inv_clip = 1.0f / AtLeast(std::sqrt(SumInOrder(ct.sums) / static_cast<float>(ct.n)) / ct.h.clip, 1.0f);
+  }
+
+  // C (factored): the first moment (written) and the row sums and column partials of the instability.
+  // Unfactored: the first moment and the parameter, its last pass.
+  for (CameTensor &ct : tensors) {
+    if (ct.factored) {
+      ct.sums.assign(ct.rb.slices * ct.rb.rows, 0.0f);
+      ct.partial.assign(ct.rb.count() * ct.rb.cols, 0.0f);
+    }
+  }
+  ForEachItem(tensors, every, [&](CameTensor &ct, int64_t k) {
+    Typed(ct, [&](auto param_tag, auto state_tag) {
+      using P = decltype(param_tag);
+      using S = decltype(state_tag);
+      const P *g = static_cast<const P *>(ct.g);
+      S *m = static_cast<S *>(ct.m);
+      if (ct.factored) {
+        thread_local std::vector<float> scratch;
+        scratch.resize(ct.rb.cols);
+        RowsOf(ct.rb, k, [&](int64_t s, int64_t r, int64_t off) {
+          ct.sums[s * ct.rb.rows + r] = RowMomentAny(g + off, m + off, ct.row_factor[s * ct.rb.rows + r],
+                                                     &ct.col_factor[s * ct.rb.cols], ct.inv_clip, ct.h.beta1,
+                                                     ct.h.eps2, ct.rb.cols, &ct.partial[k * ct.rb.cols],
+                                                     scratch.data());
+        });
+        return;
+      }
+      P *p = static_cast<P *>(ct.p);
+      const float decay = -ct.h.weight_decay;
+      const auto [begin, end] = FlatRange(ct, k);
+      for (int64_t i = begin; i < end; ++i) {
+        const float mi = ct.h.beta1 * Load(m, i) + (1.0f - ct.h.beta1) * (ct.u[i] * ct.inv_clip);
         Store(m, i, mi);
         float pi = Load(p, i);
-        pi = pi + pi * decay * lr_t;  // the reference applies it always: with wd = 0 it changes nothing
-        Store(p, i, pi - mi * lr_t);
+        pi = pi + pi * decay * ct.lr_t;  // the reference applies it always: with wd = 0 it changes nothing
+        Store(p, i, pi - mi * ct.lr_t);
       }
     });
-    return static_cast<int>(kOk);
   });
+  CombineColumns(tensors);
+  for (CameTensor &ct : tensors) {  // the instability averages (stored) and the confidence factors
+    if (!ct.factored || ct.n == 0) continue;
+    if (ct.h.beta1 > 0.0f) {
+      Typed(ct, [&](auto, auto state_tag) {
+        using S = decltype(state_tag);
+        const std::vector<float> irow_avg =
+            UpdateAverage(static_cast<S *>(ct.irow), ct.sums, static_cast<float>(ct.rb.cols), ct.h.beta3);
+        const std::vector<float> icol_avg =
+            UpdateAverage(static_cast<S *>(ct.icol), ct.col_sums, static_cast<float>(ct.rb.rows), ct.h.beta3);
+        InverseSqrtFactors(ct.rb, irow_avg, icol_avg, &ct.row_factor, &ct.col_factor);
+      });
+    } else {  // beta1 = 0: no first moment, no confidence term (p -= m * lr_t); the instability states stay
+      std::fill(ct.row_factor.begin(), ct.row_factor.end(), 1.0f);
+      std::fill(ct.col_factor.begin(), ct.col_factor.end(), 1.0f);
+    }
+  }
+
+  // D (factored): decoupled weight decay and the confidence-scaled step (m as stored).
+  ForEachItem(tensors, factored_only, [&](CameTensor &ct, int64_t k) {
+    Typed(ct, [&](auto param_tag, auto state_tag) {
+      using P = decltype(param_tag);
+      using S = decltype(state_tag);
+      P *p = static_cast<P *>(ct.p);
+      const S *m = static_cast<const S *>(ct.m);
+      RowsOf(ct.rb, k, [&](int64_t s, int64_t r, int64_t off) {
+        RowParamAny(p + off, m + off, ct.row_factor[s * ct.rb.rows + r], &ct.col_factor[s * ct.rb.cols],
+                    -ct.h.weight_decay, ct.lr_t, ct.rb.cols);
+      });
+    });
+  });
+  return kOk;
 }
 
 }  // namespace
 }  // namespace ms_optim
 
 MS_OPTIM_EXPORT_LAST_ERROR()
-MS_OPTIM_EXPORT_KERNEL(MsOptimCameFactored, CameFactored)
-MS_OPTIM_EXPORT_KERNEL(MsOptimCameUnfactored, CameUnfactored)
+MS_OPTIM_EXPORT_KERNEL(MsOptimCame, CameTensorsKernel)
