@@ -15,10 +15,12 @@ from ms_optim.kernels import UPDATE_FNS
 _adam_opt = C.MultitypeFuncGraph("ms_optim_adam_opt")
 _adam_offload_opt = C.MultitypeFuncGraph("ms_optim_adam_offload_opt")
 _check_rows = C.MultitypeFuncGraph("ms_optim_adam_check_rows")
+_apply_delta = C.MultitypeFuncGraph("ms_optim_adam_apply_delta")
 
 # UPDATE_FNS[key] of Adam: the dense update of one parameter, lazy Adam of one sparse gradient, the offloaded
-# increment of one parameter, and the fused dense update of every parameter at once (None where not called).
-_ONE, _LAZY, _DELTA, _ALL = 0, 1, 2, 3
+# increment of one parameter (reference path), the fused dense update of every parameter at once, and the fused
+# offloaded increments of every parameter at once (None where not called).
+_ONE, _LAZY, _DELTA, _ALL, _DELTA_ALL = 0, 1, 2, 3, 4
 
 
 @_check_rows.register("String", "Tensor", "Tensor")
@@ -72,6 +74,11 @@ def _offload(key, beta1_power, beta2_power, beta1, beta2, eps, lr, grad, param, 
     return F.depend(True, F.assign_add(param, delta))
 
 
+@_apply_delta.register("Tensor", "Tensor")
+def _add_delta(param, delta):
+    return F.depend(True, F.assign_add(param, delta))
+
+
 def _select_check_rows(impl):
     """The check of a sparse gradient's indices against its parameter's rows: the fused kernel's, or the reference
     path's (MindSpore's Gather, which refuses such an index on CPU)."""
@@ -91,16 +98,17 @@ def _select_update_fns(impl, use_nesterov, use_amsgrad, use_lazy, offload_delta,
             reference.adam_nesterov if use_nesterov else reference.adam)
         lazy = reference.lazy_adam_nesterov if use_nesterov else reference.lazy_adam
         delta = reference.adam_nesterov_delta if use_nesterov else reference.adam_delta
-        return (dense, lazy, delta, None)
+        return (dense, lazy, delta, None, None)
     nesterov = "Nesterov" if use_nesterov else ""
     state = ("param", "m", "v", "vhat") if use_amsgrad else ("param", "m", "v")
     scalars = ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps")
     symbol = "MsOptimAdamAmsgrad" if use_amsgrad else f"MsOptimAdam{nesterov}"
-    one = lazy = delta = every = None
+    one = lazy = every = deltas = None
     if offload_delta:
-        delta = kernels.output_kernel("adam", f"MsOptimAdam{nesterov}Delta", ("m", "v"), scalars + ("grad",),
-                                      like_input=8)
-        delta.set_device("CPU")  # the offloaded update runs on the host
+        op = kernels.multi_tensor_kernel("adam", f"MsOptimAdam{nesterov}Delta", ("m", "v"), ("grad",), scalars,
+                                         count, outputs_like="grad")
+        op.set_device("CPU")  # the offloaded update runs on the host
+        deltas = _deltas_of_all(op)
     elif use_lazy:  # (amsgrad is refused with use_lazy)
         lazy = kernels.inplace_kernel("adam", f"MsOptimLazyAdam{nesterov}", ("param", "m", "v"),
                                       scalars + ("values", "indices"))
@@ -109,7 +117,7 @@ def _select_update_fns(impl, use_nesterov, use_amsgrad, use_lazy, offload_delta,
         every = _amsgrad_of_all(kernels.multi_tensor_kernel("adam", symbol, state, ("grad",), scalars, count))
     else:
         every = _adam_of_all(kernels.multi_tensor_kernel("adam", symbol, state, ("grad",), scalars, count))
-    return (one, lazy, delta, every)
+    return (one, lazy, None, every, deltas)
 
 
 # The multi-tensor kernel MsOptimAdam[Nesterov|Amsgrad] takes param[N], m[N], v[N], [vhat[N]], grad[N], then the
@@ -125,6 +133,12 @@ def _adam_of_all(op):
     def update(params, moment1, moment2, grads, beta1_power, beta2_power, lr, beta1, beta2, eps):
         return op(*params, *moment1, *moment2, *grads, beta1_power, beta2_power, lr, beta1, beta2, eps)
     return update
+
+
+def _deltas_of_all(op):
+    def increments(moment1, moment2, grads, beta1_power, beta2_power, lr, beta1, beta2, eps):
+        return op(*moment1, *moment2, *grads, beta1_power, beta2_power, lr, beta1, beta2, eps)
+    return increments
 
 
 def _amsgrad_of_all(op):
@@ -334,6 +348,13 @@ class Adam(nn.Optimizer):
                 done = UPDATE_FNS[self._update_key][_ALL](params, m1, m2, gradients, beta1_power, beta2_power, lr,
                                                           b1, b2, eps)
             return one_per_parameter(done, params)
+        if self._offload_delta and self.impl == "fused":  # every increment from one host kernel call
+            gradients = self.map_(reference.dense_gradient, gradients, params)
+            if self.is_group_lr:
+                lr = per_tensor_vector(lr)
+            deltas = UPDATE_FNS[self._update_key][_DELTA_ALL](m1, m2, gradients, beta1_power, beta2_power, lr, b1,
+                                                              b2, eps)
+            return self.map_(_apply_delta, params, tuple(deltas))  # the kernel gives a list
         # Spelled out per case on purpose: mapping a replicated learning-rate tuple and unpacking a state tuple
         # compiles about 6x slower at 200 parameters (measured), and a partial of a partial does not compile.
         if self._offload_delta:

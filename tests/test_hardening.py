@@ -786,12 +786,14 @@ def test_offload_delta_kernel_nan_gradients_equal_reference(nesterov):
     from ms_optim.functional import adam as reference
     ms.set_context(mode=ms.PYNATIVE_MODE)
     symbol = "MsOptimAdamNesterovDelta" if nesterov else "MsOptimAdamDelta"
-    op = kernels.output_kernel("adam", symbol, ("m", "v"),
-                               ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps", "grad"), like_input=8)
+    op = kernels.multi_tensor_kernel("adam", symbol, ("m", "v"), ("grad",),
+                                     ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps"), 1,
+                                     outputs_like="grad")
+    kernel = lambda m, v, *rest: op(m, v, rest[-1], *rest[:-1])[0]  # noqa: E731 (the reference's argument order)
     grad = np.random.default_rng(2).standard_normal((5, 7)).astype(np.float32)
     grad[1, 2], grad[3, 4] = np.nan, np.inf
     results = []
-    for fn in (op, reference.adam_nesterov_delta if nesterov else reference.adam_delta):
+    for fn in (kernel, reference.adam_nesterov_delta if nesterov else reference.adam_delta):
         m = Parameter(Tensor(np.full((5, 7), 0.1, np.float32)), name="m")
         v = Parameter(Tensor(np.full((5, 7), 0.01, np.float32)), name="v")
         scalars = [Tensor(x, ms.float32) for x in (0.9 ** 2, 0.999 ** 2, 0.01, 0.9, 0.999, 1e-8)]

@@ -492,23 +492,33 @@ def test_library_is_built_on_first_use_into_the_cache(tmp_path, monkeypatch):
 @pytest.mark.parametrize("nesterov", [False, True], ids=["plain", "nesterov"])
 def test_offload_delta_kernel_matches_reference(nesterov):
     """The increment kernel used for offloaded updates on accelerator targets (on a CPU target the in-place
-    kernel serves use_offload): same increment and state as the reference path."""
+    kernel serves use_offload), one call for several tensors with a learning rate each, float32 and float16: each
+    tensor's increment and state are the reference path's, bit for bit."""
     from ms_optim.functional import adam as reference
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    op = kernels.output_kernel("adam", "MsOptimAdamNesterovDelta" if nesterov else "MsOptimAdamDelta", ("m", "v"),
-                               ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "eps", "grad"), like_input=8)
-    rng = np.random.default_rng(3)
-    results = []
-    for fn in (op, reference.adam_nesterov_delta if nesterov else reference.adam_delta):
-        m = Parameter(Tensor(rng.standard_normal((33, 65)).astype(np.float32) * 0 + 0.1), name="m")
-        v = Parameter(Tensor(np.full((33, 65), 0.01, np.float32)), name="v")
-        scalars = [Tensor(x, ms.float32) for x in (0.9 ** 3, 0.999 ** 3, 0.01, 0.9, 0.999, 1e-8)]
-        grad = Tensor(np.random.default_rng(4).standard_normal((33, 65)).astype(np.float32))
-        delta = fn(m, v, *scalars, grad)
-        results.append((delta.asnumpy(), m.asnumpy(), v.asnumpy()))
-    for fused, ref in zip(*results):
-        np.testing.assert_array_equal(fused, ref)
-    assert np.abs(results[0][0]).max() > 0
+    shapes, dtypes, lrs = [(33, 65), (7,), ()], [np.float32, np.float16, np.float32], [0.01, 0.003, 0.02]
+    scalars = [Tensor(x, ms.float32) for x in (0.9 ** 3, 0.999 ** 3)]
+    betas = [Tensor(x, ms.float32) for x in (0.9, 0.999, 1e-8)]
+    op = kernels.multi_tensor_kernel("adam", "MsOptimAdamNesterovDelta" if nesterov else "MsOptimAdamDelta",
+                                     ("m", "v"), ("grad",), ("beta1_power", "beta2_power", "lr", "beta1", "beta2",
+                                                             "eps"), len(shapes), outputs_like="grad")
+    rng = np.random.default_rng(4)
+    grads = [Tensor(np.asarray(rng.standard_normal(s), d)) for s, d in zip(shapes, dtypes)]
+
+    def state():
+        return ([Parameter(Tensor(np.full(s, 0.1, d)), name=f"m{i}") for i, (s, d) in enumerate(zip(shapes, dtypes))],
+                [Parameter(Tensor(np.full(s, 0.01, d)), name=f"v{i}") for i, (s, d) in enumerate(zip(shapes, dtypes))])
+    m, v = state()
+    deltas = op(*m, *v, *grads, *scalars, Tensor(np.array(lrs, np.float32)), *betas)
+    assert len(deltas) == len(shapes)
+    ref_m, ref_v = state()
+    fn = reference.adam_nesterov_delta if nesterov else reference.adam_delta
+    for i, lr in enumerate(lrs):
+        ref_delta = fn(ref_m[i], ref_v[i], *scalars, Tensor(lr, ms.float32), *betas, grads[i])
+        assert deltas[i].dtype == grads[i].dtype and deltas[i].shape == grads[i].shape
+        for fused, ref in ((deltas[i], ref_delta), (m[i], ref_m[i]), (v[i], ref_v[i])):
+            np.testing.assert_array_equal(fused.asnumpy(), ref.asnumpy(), err_msg=str(i))
+    assert np.abs(deltas[0].asnumpy()).max() > 0
     ms.set_context(mode=ms.GRAPH_MODE)
 
 

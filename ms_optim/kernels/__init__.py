@@ -192,17 +192,11 @@ def inplace_kernel(family, symbol, written, read, input_dtypes=None):
     return _kernel(family, symbol, written, read, lambda _: (1,), lambda _: ms.float32, input_dtypes)
 
 
-def output_kernel(family, symbol, written, read, like_input, input_dtypes=None):
-    """A primitive running ``symbol`` that writes ``written`` in place and returns one tensor shaped and typed
-    like input number ``like_input``."""
-    return _kernel(family, symbol, written, read, lambda shapes: shapes[like_input], lambda dtypes: dtypes[like_input],
-                   input_dtypes)
-
-
-def multi_tensor_kernel(family, symbol, written, read, scalars, count, input_dtypes=None):
+def multi_tensor_kernel(family, symbol, written, read, scalars, count, input_dtypes=None, outputs_like=None):
     """A primitive running ``symbol`` of ``family``'s library once for ``count`` tensors: its inputs are, for each
     name of ``written`` and then of ``read``, ``count`` tensors (tensor i of every list belongs together), then the
-    ``scalars``; the ``written`` tensors are written in place, and it returns a float32 flag of shape (1,).
+    ``scalars``; the ``written`` tensors are written in place, and it returns a float32 flag of shape (1,), or with
+    ``outputs_like`` (a name of ``read``) a tuple of ``count`` tensors shaped and typed like that list's.
 
     Each tensor i is checked as ``inplace_kernel`` checks its single tensor (``_checked``: shapes against its
     parameter, dtypes, ``input_dtypes``) when the graph is built, before anything of the step runs. Call it as
@@ -224,13 +218,15 @@ def multi_tensor_kernel(family, symbol, written, read, scalars, count, input_dty
                     raise
                 raise type(err)(f"{err} (tensor {i} of the {count} of this call)") from err
 
+    like = None if outputs_like is None else lists.index(outputs_like) * count
+
     def check_shapes(*shapes):
         each_tensor(one_shapes, shapes)
-        return (1,)
+        return (1,) if like is None else [shapes[like + i] for i in range(count)]
 
     def check_dtypes(*dtypes):
         each_tensor(one_dtypes, dtypes)
-        return ms.float32
+        return ms.float32 if like is None else [dtypes[like + i] for i in range(count)]
 
     def names(group):
         return tuple(f"{name}{i}" for name in group for i in range(count))

@@ -253,38 +253,55 @@ int WithRule(int rule, Fn &&fn) {
   }
 }
 
-// Adam's increment for the offloaded update on accelerator targets, one tensor per call (its output is that
-// tensor's increment; the in-place kernels below take several tensors):
-//   m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad -> delta (shape and dtype of grad)
+// Adam's increment for the offloaded update on accelerator targets, for N >= 1 tensors in one call (the state
+// stays on the host; each output is its tensor's increment, which the device adds to its parameter):
+//   m[N], v[N], grad[N], beta1_power, beta2_power, lr (1 or N values), beta1, beta2, eps -> delta[N]
+// delta[t] has grad[t]'s shape and dtype; every input and output is checked before anything is written.
 template <bool kNesterov>
 int AdamDeltaKernel(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   const AotArgs a{nparam, params, ndims, shapes, dtypes};
-  constexpr int kM = 0, kV = 1, kScalars = 2, kGrad = 8, kOut = 9;
-  if (nparam != kOut + 1) return RejectArgCount(nparam, kOut + 1);
-  if (!a.same_shape(kM, kGrad)) return a.reject_shape(kM, "m", kGrad, "grad");
-  if (!a.same_shape(kV, kGrad)) return a.reject_shape(kV, "v", kGrad, "grad");
-  const DType grad_t = a.dtype(kGrad), state_t = a.dtype(kM);
-  if (a.dtype(kV) != state_t) return a.reject_dtype(kV, "v", dtypes[kM]);
-  if (!a.same_shape(kOut, kGrad)) return a.reject_shape(kOut, "delta", kGrad, "grad");
-  if (a.dtype(kOut) != grad_t) return a.reject_dtype(kOut, "delta", dtypes[kGrad]);
-  if (int st = CheckAdamScalars(a, kScalars); st != kOk) return st;
-  const AdamScalars s = AdamScalarsOf(a, kScalars);
-  return DispatchFloatPair(grad_t, state_t, [&](auto grad_tag, auto state_tag) {
-    using P = decltype(grad_tag);
-    using S = decltype(state_tag);
-    ParallelFor(a.numel(kGrad), [&](int64_t b, int64_t e) {
+  constexpr int kScalarInputs = 6;
+  const int count = ListCount(nparam, 4, kScalarInputs);
+  if (count < 0) return kBadArgCount;
+  const int kM = 0, kV = count, kGrad = 2 * count, kScalars = 3 * count, kOut = kScalars + kScalarInputs;
+  std::vector<int64_t> sizes(count);
+  for (int t = 0; t < count; ++t) {
+    const std::string grad = TensorName("grad", t, count);
+    if (!a.same_shape(kM + t, kGrad + t)) return a.reject_shape(kM + t, TensorName("m", t, count).c_str(), kGrad + t, grad.c_str());
+    if (!a.same_shape(kV + t, kGrad + t)) return a.reject_shape(kV + t, TensorName("v", t, count).c_str(), kGrad + t, grad.c_str());
+    if (!a.same_shape(kOut + t, kGrad + t)) {
+      return a.reject_shape(kOut + t, TensorName("delta", t, count).c_str(), kGrad + t, grad.c_str());
+    }
+    const DType grad_t = a.dtype(kGrad + t), state_t = a.dtype(kM + t);
+    if (!IsStorageType(grad_t)) return a.reject_dtype(kGrad + t, grad.c_str(), kStorageTypes);
+    if (!IsStorageType(state_t)) return a.reject_dtype(kM + t, TensorName("m", t, count).c_str(), kStorageTypes);
+    if (a.dtype(kV + t) != state_t) return a.reject_dtype(kV + t, TensorName("v", t, count).c_str(), dtypes[kM + t]);
+    if (a.dtype(kOut + t) != grad_t) {
+      return a.reject_dtype(kOut + t, TensorName("delta", t, count).c_str(), dtypes[kGrad + t]);
+    }
+    sizes[t] = a.numel(kGrad + t);
+  }
+  if (int st = CheckAdamScalars(a, kScalars, count); st != kOk) return st;
+  std::vector<AdamScalars> scalars(count);
+  for (int t = 0; t < count; ++t) scalars[t] = AdamScalarsOf(a, kScalars, t);
+  ParallelForTensors(count, sizes.data(), [&](int t, int64_t b, int64_t e) {
+    DispatchFloatPair(a.dtype(kGrad + t), a.dtype(kM + t), [&](auto grad_tag, auto state_tag) {
+      using P = decltype(grad_tag);
+      using S = decltype(state_tag);
       if constexpr (std::is_same_v<P, float> && std::is_same_v<S, float>) {
         AdamF32Range<kAdamRule, kNesterov, false, true>(
-            b, e, nullptr, static_cast<float *>(params[kM]), static_cast<float *>(params[kV]), nullptr,
-            static_cast<const float *>(params[kGrad]), static_cast<float *>(params[kOut]), s);
+            b, e, nullptr, static_cast<float *>(params[kM + t]), static_cast<float *>(params[kV + t]), nullptr,
+            static_cast<const float *>(params[kGrad + t]), static_cast<float *>(params[kOut + t]), scalars[t]);
       } else {
         AdamRange<kAdamRule, kNesterov, false, true>(
-            b, e, static_cast<P *>(nullptr), static_cast<S *>(params[kM]), static_cast<S *>(params[kV]),
-            static_cast<S *>(nullptr), static_cast<const P *>(params[kGrad]), static_cast<P *>(params[kOut]), s);
+            b, e, static_cast<P *>(nullptr), static_cast<S *>(params[kM + t]), static_cast<S *>(params[kV + t]),
+            static_cast<S *>(nullptr), static_cast<const P *>(params[kGrad + t]), static_cast<P *>(params[kOut + t]),
+            scalars[t]);
       }
+      return static_cast<int>(kOk);
     });
-    return static_cast<int>(kOk);
   });
+  return kOk;
 }
 
 // Adam and AdaBelief in place for N >= 1 tensors (all the parameters of a step, in one call):
