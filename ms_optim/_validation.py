@@ -1,6 +1,5 @@
 """Argument checks shared by every ms_optim optimizer, with MindSpore-style messages that name the argument
 and the value. Optimizers run them before building anything, so a bad argument leaves nothing half-made."""
-import math
 import numbers
 
 from ms_optim.kernels import IMPLS
@@ -24,12 +23,22 @@ _FLOAT32_OVERFLOW = (2.0 - 2.0 ** -24) * 2.0 ** 127
 
 
 def check_float32(cls_name, arg_name, value):
-    """A number that is finite in float32 (not NaN, not infinite, not rounding to infinity there)."""
-    if math.isnan(value) or abs(value) >= _FLOAT32_OVERFLOW:
-        raise ValueError(f"For '{cls_name}', the '{arg_name}' must be a finite float32 (at most 3.4028235e+38 in "
-                         f"magnitude, the precision of the update), but got {value}, which is "
-                         f"{'NaN' if math.isnan(value) else 'inf'} there.")
+    """A number that is finite in float32 (not NaN, not infinite, not rounding to infinity there). Compared without
+    converting to float first, so an int too large for a float is refused the same way."""
+    if not abs(value) < _FLOAT32_OVERFLOW:  # NaN compares False too
+        raise ValueError(f"For '{cls_name}', the '{arg_name}' must be a finite float32 (below 3.4028236e+38 in "
+                         f"magnitude: larger values round to inf in float32, the precision of the update), but got "
+                         f"{value}, which is {'NaN' if value != value else 'inf'} there.")
     return value
+
+
+def _check_float32_array(cls_name, arg_name, values):
+    """check_float32 of every element of a float numpy array."""
+    import numpy as np
+    if values.dtype.kind == "f" and not np.all(np.abs(values.astype(np.float64)) < _FLOAT32_OVERFLOW):
+        raise ValueError(f"For '{cls_name}', the '{arg_name}' must hold finite float32 values (below 3.4028236e+38 "
+                         f"in magnitude: larger values round to inf in float32, the precision of the update), but "
+                         f"got {values}.")
 
 
 def check_bool(cls_name, arg_name, value):
@@ -53,18 +62,16 @@ def check_open_unit_interval(cls_name, arg_name, value):
 _FLOAT32_TINY = 2.0 ** -149
 
 
-def check_positive_float(cls_name, arg_name, value, finite=False):
+def check_positive_float(cls_name, arg_name, value):
     """A float greater than 0 that stays greater than 0 in float32 (the kernels' precision: an eps of 1e-50 would
-    be 0 there and turn zero gradients into NaN); with ``finite``, not infinite either (nn.Adam refuses an
-    infinite eps)."""
+    be 0 there and turn zero gradients into NaN) and finite there (check_float; nn.Adam refuses an infinite
+    eps)."""
     check_float(cls_name, arg_name, value)
     if not value > 0.0:
         raise ValueError(f"For '{cls_name}', the '{arg_name}' must be greater than 0, but got {value}.")
     if value <= _FLOAT32_TINY / 2:
         raise ValueError(f"For '{cls_name}', the '{arg_name}' must be at least {_FLOAT32_TINY:.4g}, the smallest "
                          f"positive float32 (the precision of the update), but got {value}, which is 0 there.")
-    if finite and math.isinf(value):
-        raise ValueError(f"For '{cls_name}', the '{arg_name}' must be finite, but got {value}.")
     return value
 
 
@@ -119,6 +126,7 @@ def check_learning_rate(cls_name, value, arg_name="learning_rate"):
     not name the argument)."""
     from collections.abc import Iterable
     from mindspore import Tensor
+    from mindspore import dtype as mstype
     from mindspore.nn.learning_rate_schedule import LearningRateSchedule
     ok = isinstance(value, (int, float, Tensor, LearningRateSchedule)) and not isinstance(value, bool)
     ok = ok or (isinstance(value, Iterable) and not isinstance(value, (str, bytes, dict)))
@@ -134,6 +142,12 @@ def check_learning_rate(cls_name, value, arg_name="learning_rate"):
                 check_float32(cls_name, arg_name, x)
     elif isinstance(value, (int, float)):
         check_float32(cls_name, arg_name, value)
+    else:
+        import numpy as np
+        if isinstance(value, np.ndarray):
+            _check_float32_array(cls_name, arg_name, value)
+        elif isinstance(value, Tensor) and value.dtype == mstype.float64:  # float32 ones are float32 already
+            _check_float32_array(cls_name, arg_name, value.asnumpy())
     return value
 
 

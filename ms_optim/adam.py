@@ -262,7 +262,7 @@ class Adam(nn.Optimizer):
         use_offload = kwargs.get("use_offload", False)
         check.check_open_unit_interval(name, beta_names[0], beta1)
         check.check_open_unit_interval(name, beta_names[1], beta2)
-        check.check_positive_float(name, "eps", eps, finite=True)
+        check.check_positive_float(name, "eps", eps)
         for flag, value in (("use_locking", use_locking), ("use_nesterov", use_nesterov),
                             ("use_amsgrad", use_amsgrad), ("use_lazy", use_lazy), ("use_offload", use_offload)):
             check.check_bool(name, flag, value)
@@ -348,8 +348,9 @@ class Adam(nn.Optimizer):
                 done = UPDATE_FNS[self._update_key][_ALL](params, m1, m2, gradients, beta1_power, beta2_power, lr,
                                                           b1, b2, eps)
             return one_per_parameter(done, params)
-        if self._offload_delta and self.impl == "fused":  # every increment from one host kernel call
+        if self._offload_delta:  # sparse gradients are made dense first, as without offload
             gradients = self.map_(reference.dense_gradient, gradients, params)
+        if self._offload_delta and self.impl == "fused":  # every increment from one host kernel call
             if self.is_group_lr:
                 lr = per_tensor_vector(lr)
             deltas = UPDATE_FNS[self._update_key][_DELTA_ALL](m1, m2, gradients, beta1_power, beta2_power, lr, b1,

@@ -231,7 +231,9 @@ def bench_steps(args, ms):
     built = []
     for i, (name, kind, make) in enumerate(variants):
         params = [Parameter(Tensor(w.copy()), name=f"bench{i}_w{j}") for j, w in enumerate(init)]
-        built.append((name, kind, make(params), params[-1]))
+        opt = make(params)
+        # the back-to-back check reads what the step writes last: the parameter, or (kernel alone) the state
+        built.append((name, kind, opt, opt.v[-1] if kind == "increment" else params[-1]))
     del init
 
     kinds = {name: kind for name, kind, _, _ in built}
@@ -246,7 +248,7 @@ def bench_steps(args, ms):
 
 def bench_adam_model_shapes(args):
     """(tensors, elements, {name: (median step seconds, back-to-back seconds per step)}) for ms_optim.Adam and
-    nn.Adam (plain and amsgrad) and ms_optim.AdaBelief on the parameter shapes of the main job's quick model (many
+    nn.Adam (plain and amsgrad), ms_optim.AdaBelief and ms_optim.Came on the parameter shapes of the main job's quick model (many
     small tensors), timed round-robin as in bench_steps. There a step is mostly MindSpore's cost per kernel launch,
     not memory traffic: ms_optim's optimizers update every parameter in one kernel call, nn.Adam launches one
     kernel per parameter."""
@@ -405,7 +407,7 @@ def _increment_kernel_only(params):
     class IncrementKernel(nn.Cell):
         def __init__(self):
             super().__init__()
-            self.m, self.v = opt.moment1, opt.moment2
+            self.m, self.v = opt.moment1, opt.moment2  # self.v: read by the bench's back-to-back check
             self.scalars = (opt.beta1_power, opt.beta2_power, opt.learning_rate, opt.beta1, opt.beta2, opt.eps)
             self.key = opt._update_key
 

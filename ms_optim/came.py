@@ -34,7 +34,8 @@ def _select_update_fns(impl, count):
     if impl == "reference":
         return (reference.came_factored, reference.came_unfactored, None)
     op = kernels.multi_tensor_kernel("came", "MsOptimCame", ("param", "m", "row", "col", "insta_row", "insta_col",
-                                                             "sq"), ("grad",), ("lr", "beta2t", "hyper"), count)
+                                                             "sq"), ("grad",), ("lr", "beta2t", "hyper"), count,
+                                     shape_rules=_STATE_SHAPES)
 
     def update(params, m, row, col, insta_row, insta_col, sq, grads, lr, beta2t, hyper):
         return op(*params, *m, *row, *col, *insta_row, *insta_col, *sq, *grads, lr, beta2t, hyper)
@@ -46,6 +47,20 @@ def _factored_shapes(shape):
     if len(shape) >= 2:
         return tuple(shape[:-1]), tuple(shape[:-2]) + (shape[-1],), (1,)
     return (1,), (1,), tuple(shape)
+
+
+def _state_shape(k):
+    """The shape rule of state k of _factored_shapes (0 row, 1 column, 2 full): its shape where the parameter uses
+    it (rows and columns when factored, the full one when not), None where it does not."""
+    def rule(shape):
+        factored = len(shape) >= 2
+        return _factored_shapes(shape)[k] if factored == (k < 2) else None
+    return rule
+
+
+# What the kernel's inputs other than m must be shaped like, checked when the step's graph is built.
+_STATE_SHAPES = {"row": _state_shape(0), "insta_row": _state_shape(0), "col": _state_shape(1),
+                 "insta_col": _state_shape(1), "sq": _state_shape(2)}
 
 
 class Came(nn.Optimizer):

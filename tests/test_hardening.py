@@ -469,8 +469,28 @@ def test_parameter_shape_changed_after_construction_is_refused_before_any_update
     opt = cls([first, second], learning_rate=0.1, impl="fused")
     second.set_data(Tensor(np.ones(6, np.float32)))
     before = {p.name: p.asnumpy().copy() for p in opt.get_parameters()}
-    with pytest.raises(ValueError, match=r"the state '\w+' has shape \[4\], but its parameter has shape \[6\]"):
+    with pytest.raises(ValueError, match=r"the state '\w+' has shape \[4\], expected \[6\] for its parameter of "
+                                         r"shape \[6\]"):
         opt((Tensor(np.ones(5000, np.float32)), Tensor(np.ones(6, np.float32))))
+    for p in opt.get_parameters():
+        np.testing.assert_array_equal(p.asnumpy(), before[p.name], err_msg=p.name)
+
+
+@pytest.mark.parametrize("state,index,shape,name,expected", [
+    ("exp_avg_sq_row", 0, (7,), "row", "[4]"), ("exp_avg_insta_col", 0, (2,), "insta_col", "[3]"),
+    ("exp_avg_sq", 1, (6,), "sq", "[5]"),
+], ids=["row", "insta_col", "sq"])
+def test_came_state_of_the_wrong_shape_is_refused_before_any_update(mode, state, index, shape, name, expected):
+    """CAME's state that is not shaped like its parameter (rows, columns; the full second moment of a parameter of
+    fewer than two axes) is checked by its rule when the step's graph is built: nothing moves, the step counters
+    included."""
+    params = [Parameter(Tensor(np.ones((4, 3), np.float32)), name="w"), Parameter(Tensor(np.ones(5, np.float32)),
+                                                                                 name="b")]
+    opt = ms_optim.Came(params, learning_rate=0.1, impl="fused")
+    getattr(opt, state)[index].set_data(Tensor(np.zeros(shape, np.float32)))
+    before = {p.name: p.asnumpy().copy() for p in opt.get_parameters()}
+    with pytest.raises(ValueError, match=re.escape(f"the state '{name}' has shape {list(shape)}, expected {expected}")):
+        opt((Tensor(np.ones((4, 3), np.float32)), Tensor(np.ones(5, np.float32))))
     for p in opt.get_parameters():
         np.testing.assert_array_equal(p.asnumpy(), before[p.name], err_msg=p.name)
 
@@ -636,8 +656,18 @@ def test_hyper_parameter_that_is_not_finite_in_float32_is_refused(mode, cls, kwa
     NaN at the first step (1 + (t - 1) * inf = 1 + 0 * inf)."""
     param = Parameter(Tensor(np.ones(3, np.float32)), name="w")
     kwargs = {"learning_rate": 0.1, **kwargs} if "lr" not in kwargs else kwargs
-    with pytest.raises(ValueError, match=re.escape(f"the '{name}' must be a finite float32 (at most 3.4028235e+38")):
+    with pytest.raises(ValueError, match=re.escape(f"the '{name}' must be a finite float32 (below 3.4028236e+38")):
         cls([param], **kwargs)
+
+
+def test_huge_int_and_array_learning_rates_are_refused(mode):
+    """An int too large for a float, and a numpy array or float64 Tensor holding a value that is inf in float32,
+    are refused as the float 1e39 is (not with OverflowError, nor accepted and cast to inf)."""
+    param = Parameter(Tensor(np.ones(3, np.float32)), name="w")
+    for kwargs, name in (({"lr_decay": 10 ** 400}, "lr_decay"), ({"lr": [10 ** 400]}, "lr"),
+                         ({"lr": np.array([0.1, 1e39])}, "lr"), ({"lr": Tensor(np.array([1e39]), ms.float64)}, "lr")):
+        with pytest.raises(ValueError, match=re.escape(f"the '{name}' must")):
+            ms_optim.Adagrad([param], **kwargs)
 
 
 def test_largest_float32_hyper_parameter_is_accepted():

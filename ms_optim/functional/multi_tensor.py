@@ -6,7 +6,6 @@ from mindspore.ops import functional as F
 
 _map = C.HyperMap()
 _as_vector = C.MultitypeFuncGraph("ms_optim_as_vector")
-_as_true = C.MultitypeFuncGraph("ms_optim_as_true")
 
 
 @_as_vector.register("Tensor")
@@ -28,7 +27,6 @@ def of_tensor(values, i):
     return values[i:i + 1]
 
 
-@_as_true.register("Tensor")
 def _true_after(value):
     return F.depend(True, value)
 
@@ -41,5 +39,7 @@ def one_per_parameter(done, params):
     the step had run, and a refused step's error surfaced only at exit (MindSpore 2.10); a partial of ``done``
     mapped over the parameters did not compile with sparse gradients ("The object is not callable"); a tuple
     multiplied out of one flag, ``(F.depend(True, done),) * N``, compiled: but it doubled the first step's compile
-    time (200 parameters: 13.6 s against 6.8 s, nn.Adam 8 s), as did a tuple multiplied out of ``done``."""
-    return _map(_as_true, F.depend(params, done))
+    time (200 parameters: 13.6 s against 6.8 s, nn.Adam 8 s), as did a tuple multiplied out of ``done``; the map
+    below with a MultitypeFuncGraph instead of a plain function failed at run time with sparse gradients ("input
+    abstract is out of range")."""
+    return _map(_true_after, F.depend(params, done))

@@ -100,7 +100,7 @@ def _custom_class(written, read):
 _STORAGE_DTYPES = (ms.float32, ms.float16, ms.bfloat16)
 
 
-def _checked(symbol, names, written, out_shape, out_dtype, input_dtypes):
+def _checked(symbol, names, written, out_shape, out_dtype, input_dtypes, shape_rules=None):
     """``out_shape`` / ``out_dtype`` functions (of the inputs' shapes, resp. dtypes) that first refuse, when the
     graph is built, inputs the kernel would refuse only when it runs, after the earlier updates of the same step
     had been applied: a gradient whose shape (ValueError) or dtype (TypeError) is not its parameter's, a tensor of
@@ -109,7 +109,8 @@ def _checked(symbol, names, written, out_shape, out_dtype, input_dtypes):
     Default dtypes: written tensors, 'grad' and 'values' are storage tensors (float32/float16/bfloat16); 'indices'
     int32/int64; every other read input (learning rate, betas, ...) float32. ``input_dtypes`` (name -> tuple of
     dtypes) overrides them, e.g. for uint8 codes; the written inputs other than 'param' that keep the default must
-    share one dtype."""
+    share one dtype. ``shape_rules`` (name -> function of the parameter's shape giving the input's shape, or None
+    where that input is unused) checks state that is not shaped like its parameter (CAME's rows and columns)."""
     input_dtypes = {"indices": (ms.int32, ms.int64), **(input_dtypes or {})}
     storage = set(written) | {"grad", "values"}
     same_dtype = [name for name in written if name != "param" and name not in input_dtypes]
@@ -131,12 +132,15 @@ def _checked(symbol, names, written, out_shape, out_dtype, input_dtypes):
                 len(shapes[values]) != len(want) or list(shapes[values][1:]) != want[1:]):
             raise ValueError(f"For ms_optim kernel '{symbol}', the sparse gradient's values, of shape "
                              f"{list(shapes[values])}, must be rows of its parameter, of shape {want}.")
-        for name in _ELEMENTWISE_STATE:  # a parameter reshaped after construction is stopped here, before any write
+        rules = {name: (lambda shape: shape) for name in _ELEMENTWISE_STATE}
+        rules.update(shape_rules or {})
+        for name, rule in rules.items():  # a parameter reshaped after construction is stopped here, before any write
             i = index.get(name)
-            if i is not None and i != param and known(shapes[i]) and known(want) and list(shapes[i]) != want:
+            expected = None if i is None or i == param or not known(want) else rule(want)
+            if expected is not None and known(shapes[i]) and list(shapes[i]) != list(expected):
                 raise ValueError(f"For ms_optim kernel '{symbol}', the state '{name}' has shape {list(shapes[i])}, "
-                                 f"but its parameter has shape {want} (was the parameter replaced after the "
-                                 f"optimizer was built?).")
+                                 f"expected {list(expected)} for its parameter of shape {want} (was the parameter "
+                                 f"replaced after the optimizer was built?).")
         return out_shape(shapes)
 
     def element(dtype):  # Float32 for Tensor[Float32] and Ref[Tensor[Float32]] (a Parameter) alike
@@ -192,19 +196,20 @@ def inplace_kernel(family, symbol, written, read, input_dtypes=None):
     return _kernel(family, symbol, written, read, lambda _: (1,), lambda _: ms.float32, input_dtypes)
 
 
-def multi_tensor_kernel(family, symbol, written, read, scalars, count, input_dtypes=None, outputs_like=None):
+def multi_tensor_kernel(family, symbol, written, read, scalars, count, input_dtypes=None, outputs_like=None,
+                        shape_rules=None):
     """A primitive running ``symbol`` of ``family``'s library once for ``count`` tensors: its inputs are, for each
     name of ``written`` and then of ``read``, ``count`` tensors (tensor i of every list belongs together), then the
     ``scalars``; the ``written`` tensors are written in place, and it returns a float32 flag of shape (1,), or with
     ``outputs_like`` (a name of ``read``) a tuple of ``count`` tensors shaped and typed like that list's.
 
     Each tensor i is checked as ``inplace_kernel`` checks its single tensor (``_checked``: shapes against its
-    parameter, dtypes, ``input_dtypes``) when the graph is built, before anything of the step runs. Call it as
+    parameter, ``shape_rules``, dtypes, ``input_dtypes``) when the graph is built, before anything of the step runs. Call it as
     ``op(*params, *states, *grads, *scalars)``."""
     written, read, scalars = tuple(written), tuple(read), tuple(scalars)
     lists = written + read
     one_shapes, one_dtypes = _checked(symbol, lists + scalars, written, lambda _: (1,), lambda _: ms.float32,
-                                      input_dtypes)
+                                      input_dtypes, shape_rules)
 
     def tensor(values, i):  # tensor i's inputs in the order of a single-tensor kernel
         return [values[k * count + i] for k in range(len(lists))] + list(values[len(lists) * count:])
