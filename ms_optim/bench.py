@@ -652,10 +652,13 @@ def _compile_optimizer(which, params):
 
 def _compile_worker(which, layers, width, threads):
     """Runs in a subprocess: first-step time minus steady step time for TrainOneStepCell(which optimizer)."""
-    _setup_mindspore(threads)
+    ms = _setup_mindspore(threads)
     import numpy as np
     from mindspore import Tensor, nn
 
+    # 500 Dense layers in sequence nest deeper than MindSpore's default limit of 1000 calls (bench_compile gives
+    # this process the stack that a deeper limit needs); the same for every optimizer.
+    ms.set_recursion_limit(max(1000, 10 * layers))
     # One-time backend start-up, charged to neither optimizer: a tiny unrelated graph.
     warm = nn.Dense(2, 2)
     warm(Tensor(np.ones((1, 2), np.float32))).asnumpy()
@@ -680,6 +683,15 @@ def _compile_worker(which, layers, width, threads):
     return 0
 
 
+def _large_stack():
+    """In a compile worker before it starts: a main-thread stack of up to 1 GiB (or the hard limit), which
+    MindSpore's deeper recursion limit needs (mindspore.set_recursion_limit)."""
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    want = 1 << 30
+    resource.setrlimit(resource.RLIMIT_STACK, (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))
+
+
 def bench_compile(args, layers, pairs):
     """{optimizer name: [worker results]} for the optimizers of ``pairs`` on ``layers`` Dense layers, each run in a
     fresh subprocess, ``--compile-repeats`` times, every pair's two alternating (drifts in machine load hit both
@@ -693,7 +705,8 @@ def bench_compile(args, layers, pairs):
         for which in names:
             cmd = [sys.executable, "-m", "ms_optim.bench", "--_compile-worker", which, "--layers", str(layers),
                    "--threads", str(args.threads)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False,
+                                  preexec_fn=_large_stack)
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("MS_OPTIM_BENCH_RESULT ")]
             if proc.returncode != 0 or not line:
                 raise RuntimeError(f"compile worker '{which}' failed (rc={proc.returncode}):\n"
