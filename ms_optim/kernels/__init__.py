@@ -100,6 +100,13 @@ def _custom_class(written, read):
 _STORAGE_DTYPES = (ms.float32, ms.float16, ms.bfloat16)
 
 
+def _element_dtype(dtype):
+    """Float32 for Tensor[Float32] and Ref[Tensor[Float32]] (a Parameter) alike."""
+    while hasattr(dtype, "element_type"):
+        dtype = dtype.element_type()
+    return dtype
+
+
 def _checked(symbol, names, written, out_shape, out_dtype, input_dtypes, shape_rules=None):
     """``out_shape`` / ``out_dtype`` functions (of the inputs' shapes, resp. dtypes) that first refuse, when the
     graph is built, inputs the kernel would refuse only when it runs, after the earlier updates of the same step
@@ -143,10 +150,7 @@ def _checked(symbol, names, written, out_shape, out_dtype, input_dtypes, shape_r
                                  f"replaced after the optimizer was built?).")
         return out_shape(shapes)
 
-    def element(dtype):  # Float32 for Tensor[Float32] and Ref[Tensor[Float32]] (a Parameter) alike
-        while hasattr(dtype, "element_type"):
-            dtype = dtype.element_type()
-        return dtype
+    element = _element_dtype
 
     def check_dtypes(*dtypes):
         # Every tensor's dtype, checked before anything of the step runs: a kernel refusing one only when it runs
@@ -231,7 +235,9 @@ def multi_tensor_kernel(family, symbol, written, read, scalars, count, input_dty
 
     def check_dtypes(*dtypes):
         each_tensor(one_dtypes, dtypes)
-        return ms.float32 if like is None else [dtypes[like + i] for i in range(count)]
+        # the element dtype: a gradient made dense from a RowTensor arrives as Tensor[Float32], which MindSpore
+        # cannot take as an output dtype ("Not support the type: Undetermined")
+        return ms.float32 if like is None else [_element_dtype(dtypes[like + i]) for i in range(count)]
 
     def names(group):
         return tuple(f"{name}{i}" for name in group for i in range(count))
