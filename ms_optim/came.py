@@ -199,16 +199,16 @@ class Came(nn.Optimizer):
         self.step = Parameter(initializer(0, [1], mstype.float32), name="afactor_step")
         self._init_state(compression)
         decays = check.weight_decay_per_param(params, self._parameters, weight_decay)
-        self.hyper = tuple(Tensor([beta1, beta3, eps[0], eps[1], eps[2], clip_threshold, wd,
-                                   1.0 if scale_parameter else 0.0], mstype.float32) for wd in decays)
+        # The hyper-parameters of each parameter: one tensor each for the reference path, all in one for the kernel.
+        hyper = [[beta1, beta3, eps[0], eps[1], eps[2], clip_threshold, wd, 1.0 if scale_parameter else 0.0]
+                 for wd in decays]
+        self.hyper = tuple(Tensor(values, mstype.float32) for values in hyper)
         self.factored = tuple(len(p.shape) >= 2 for p in self._parameters)
         count = len(self._parameters)
         self._update_key = kernels.register_update_fns(f"came-{resolved_impl}-count{count}",
                                                        lambda: _select_update_fns(resolved_impl, count))
-        # The fused update of every parameter in one kernel call, its hyper-parameters 8 per parameter in one tensor.
-        self._one_call = resolved_impl == "fused"
-        self._hyper_all = Tensor([[beta1, beta3, eps[0], eps[1], eps[2], clip_threshold, wd,
-                                   1.0 if scale_parameter else 0.0] for wd in decays], mstype.float32).reshape(-1)
+        self._one_call = resolved_impl == "fused"  # the fused update of every parameter in one kernel call
+        self._hyper_all = Tensor(hyper, mstype.float32).reshape(-1)
 
     @staticmethod
     def _check_groups(name, params, relative_step):

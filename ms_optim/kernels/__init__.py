@@ -150,24 +150,22 @@ def _checked(symbol, names, written, out_shape, out_dtype, input_dtypes, shape_r
                                  f"replaced after the optimizer was built?).")
         return out_shape(shapes)
 
-    element = _element_dtype
-
     def check_dtypes(*dtypes):
         # Every tensor's dtype, checked before anything of the step runs: a kernel refusing one only when it runs
         # would do so after the earlier parameters, the beta powers and the step counter had moved.
         for i, name in enumerate(names):
-            dtype = element(dtypes[i])
+            dtype = _element_dtype(dtypes[i])
             allowed = input_dtypes.get(name, _STORAGE_DTYPES if name in storage else (ms.float32,))
             if dtype not in allowed:
                 raise TypeError(f"For ms_optim kernel '{symbol}', the dtype of '{name}' must be one of "
                                 f"{[str(t) for t in allowed]}, but got {dtype}.")
         for arg, what in ((grad, "gradient"), (values, "sparse gradient")):
-            if arg is not None and element(dtypes[arg]) != element(dtypes[param]):
-                raise TypeError(f"For ms_optim kernel '{symbol}', the {what}'s dtype {element(dtypes[arg])} must be "
-                                f"the dtype of its parameter, {element(dtypes[param])}.")
+            if arg is not None and _element_dtype(dtypes[arg]) != _element_dtype(dtypes[param]):
+                raise TypeError(f"For ms_optim kernel '{symbol}', the {what}'s dtype {_element_dtype(dtypes[arg])} must be "
+                                f"the dtype of its parameter, {_element_dtype(dtypes[param])}.")
         state = [name for name in same_dtype if name in index]
-        if len({element(dtypes[index[name]]) for name in state}) > 1:
-            found = {name: str(element(dtypes[index[name]])) for name in state}
+        if len({_element_dtype(dtypes[index[name]]) for name in state}) > 1:
+            found = {name: str(_element_dtype(dtypes[index[name]])) for name in state}
             raise TypeError(f"For ms_optim kernel '{symbol}', the state tensors {state} must share one dtype, "
                             f"but got {found}.")
         return out_dtype(dtypes)
@@ -235,8 +233,7 @@ def multi_tensor_kernel(family, symbol, written, read, scalars, count, input_dty
 
     def check_dtypes(*dtypes):
         each_tensor(one_dtypes, dtypes)
-        # the element dtype: a gradient made dense from a RowTensor arrives as Tensor[Float32], which MindSpore
-        # cannot take as an output dtype ("Not support the type: Undetermined")
+        # element dtypes (Float32, not Tensor[Float32] or a Parameter's Ref[...]), as an output dtype is given
         return ms.float32 if like is None else [_element_dtype(dtypes[like + i]) for i in range(count)]
 
     def names(group):

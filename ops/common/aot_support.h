@@ -504,6 +504,20 @@ inline float PerTensorScalar(const AotArgs &a, int i, int t) {
   return static_cast<const float *>(a.params[i])[a.numel(i) == 1 ? 0 : t];
 }
 
+// The same for a float32 vector of `size` values (a family's per-parameter hyper-parameters: AdaBelief's 7, CAME's
+// 8): `size` values for every tensor of the call, or `size` per tensor; PerTensorValues points at tensor t's.
+inline int CheckPerTensorValues(const AotArgs &a, int i, const char *name, int size, int count) {
+  const int64_t n = a.numel(i);
+  if (a.dtype(i) != DType::kF32 || (n != size && n != int64_t{size} * count)) {
+    return Reject(kBadScalar, "'%s' must be %d float32 values (or %d per tensor of a call of %d), but has dtype %s "
+                  "and shape %s", name, size, size, count, a.dtypes[i], a.shape_str(i).c_str());
+  }
+  return kOk;
+}
+inline const float *PerTensorValues(const AotArgs &a, int i, int size, int t) {
+  return static_cast<const float *>(a.params[i]) + (a.numel(i) == size ? 0 : int64_t{size} * t);
+}
+
 inline bool IsStorageType(DType d) { return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16; }
 inline constexpr const char *kStorageTypes = "float32, float16 or bfloat16";
 

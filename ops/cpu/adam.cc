@@ -90,22 +90,12 @@ int CheckAdaBeliefScalars(const AotArgs &a, int first, int tensors = 1) {
   for (int i = first + 1; i < first + 4; ++i) {
     if (!a.is_f32_scalar(i)) return a.reject_scalar(i, names[i - first]);
   }
-  const int hyper_i = first + 4;
-  const int64_t hyper_values = a.numel(hyper_i);
-  if (a.dtype(hyper_i) != DType::kF32 ||
-      (hyper_values != kBeliefHyperSize && hyper_values != int64_t{kBeliefHyperSize} * tensors)) {
-    return Reject(kBadScalar, "'hyper' must be %d float32 values (or %d per tensor of a call of %d), but has dtype "
-                  "%s and shape %s", kBeliefHyperSize, kBeliefHyperSize, tensors, a.dtypes[hyper_i],
-                  a.shape_str(hyper_i).c_str());
-  }
-  return kOk;
+  return CheckPerTensorValues(a, first + 4, "hyper", kBeliefHyperSize, tensors);
 }
 
 AdamScalars AdaBeliefScalarsOf(const AotArgs &a, int first, int t = 0) {
   AdamScalars s;
-  const int hyper_i = first + 4;
-  const float *h = static_cast<const float *>(a.params[hyper_i]) +
-                   (a.numel(hyper_i) == kBeliefHyperSize ? 0 : kBeliefHyperSize * t);
+  const float *h = PerTensorValues(a, first + 4, kBeliefHyperSize, t);
   const float lr = PerTensorScalar(a, first, t);
   const float bc1 = a.scalar(first + 1), bc2 = a.scalar(first + 2), r = a.scalar(first + 3);
   const float wd = h[3], decay_mode = h[4];

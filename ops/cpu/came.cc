@@ -37,17 +37,11 @@ constexpr int kHyperSize = 8;
 int CheckCameScalars(const AotArgs &a, int first, int tensors) {
   if (int st = CheckPerTensorScalar(a, first, "lr", tensors); st != kOk) return st;
   if (!a.is_f32_scalar(first + 1)) return a.reject_scalar(first + 1, "beta2t");
-  const int64_t values = a.numel(first + 2);
-  if (a.dtype(first + 2) != DType::kF32 || (values != kHyperSize && values != int64_t{kHyperSize} * tensors)) {
-    return Reject(kBadScalar, "'hyper' must be %d float32 values (or %d per tensor of a call of %d), but has dtype "
-                  "%s and shape %s", kHyperSize, kHyperSize, tensors, a.dtypes[first + 2],
-                  a.shape_str(first + 2).c_str());
-  }
-  return kOk;
+  return CheckPerTensorValues(a, first + 2, "hyper", kHyperSize, tensors);
 }
 
 CameHyper CameHyperOf(const AotArgs &a, int hyper_i, int t) {
-  const float *x = static_cast<const float *>(a.params[hyper_i]) + (a.numel(hyper_i) == kHyperSize ? 0 : kHyperSize * t);
+  const float *x = PerTensorValues(a, hyper_i, kHyperSize, t);
   return CameHyper{x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7] > 0.0f};
 }
 
@@ -377,12 +371,21 @@ int CameTensorsKernel(int nparam, void **params, int *ndims, int64_t **shapes, c
       ct.flat_blocks = (ct.n + kFlatBlock - 1) / kFlatBlock;
     }
   }
+  // The per-row (factored) or per-flat-block sums of a pass; with the block column partials for the passes that
+  // also sum columns.
+  auto reset_sums = [](CameTensor &ct) {
+    ct.sums.assign(ct.factored ? ct.rb.slices * ct.rb.rows : ct.flat_blocks, 0.0f);
+  };
+  auto reset_row_and_column_sums = [&](CameTensor &ct) {
+    reset_sums(ct);
+    ct.partial.assign(ct.rb.count() * ct.rb.cols, 0.0f);
+  };
   auto every = [](const CameTensor &) { return true; };
   auto factored_only = [](const CameTensor &ct) { return ct.factored; };
 
   // scale_parameter: lr_t = lr * max(eps1, RMS(p)); p*p summed per row (factored) or per flat block.
   auto scaled = [](const CameTensor &ct) { return ct.h.scale_parameter; };
-  for (CameTensor &ct : tensors) ct.sums.assign(ct.factored ? ct.rb.slices * ct.rb.rows : ct.flat_blocks, 0.0f);
+  for (CameTensor &ct : tensors) reset_sums(ct);
   ForEachItem(tensors, scaled, [&](CameTensor &ct, int64_t k) {
     Typed(ct, [&](auto param_tag, auto) {
       using P = decltype(param_tag);
@@ -409,8 +412,7 @@ int CameTensorsKernel(int nparam, void **params, int *ndims, int64_t **shapes, c
   // A (factored): row sums and column partials of U = g*g + eps0. Unfactored: V and u = g / sqrt(V).
   for (CameTensor &ct : tensors) {
     if (ct.factored) {
-      ct.sums.assign(ct.rb.slices * ct.rb.rows, 0.0f);
-      ct.partial.assign(ct.rb.count() * ct.rb.cols, 0.0f);
+      reset_row_and_column_sums(ct);
     } else {
       ct.u.resize(ct.n);
     }
@@ -448,7 +450,7 @@ int CameTensorsKernel(int nparam, void **params, int *ndims, int64_t **shapes, c
   }
 
   // B: the RMS of u, per row (factored) or per flat block.
-  for (CameTensor &ct : tensors) ct.sums.assign(ct.factored ? ct.rb.slices * ct.rb.rows : ct.flat_blocks, 0.0f);
+  for (CameTensor &ct : tensors) reset_sums(ct);
   ForEachItem(tensors, every, [&](CameTensor &ct, int64_t k) {
     if (!ct.factored) {
       const auto [begin, end] = FlatRange(ct, k);
@@ -471,10 +473,7 @@ int CameTensorsKernel(int nparam, void **params, int *ndims, int64_t **shapes, c
   // C (factored): the first moment (written) and the row sums and column partials of the instability.
   // Unfactored: the first moment and the parameter, its last pass.
   for (CameTensor &ct : tensors) {
-    if (ct.factored) {
-      ct.sums.assign(ct.rb.slices * ct.rb.rows, 0.0f);
-      ct.partial.assign(ct.rb.count() * ct.rb.cols, 0.0f);
-    }
+    if (ct.factored) reset_row_and_column_sums(ct);
   }
   ForEachItem(tensors, every, [&](CameTensor &ct, int64_t k) {
     Typed(ct, [&](auto param_tag, auto state_tag) {
